@@ -1,0 +1,106 @@
+"""The `migrator` command: thin Typer commands that parse, call the core and render.
+
+Only this module chooses exit codes: 0 done, 1 a step failed or something is blocked, 2 bad input.
+Library errors arrive typed; each becomes one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from migrator import __version__
+from migrator.cloud.errors import CloudError
+from migrator.sim.estate import EstateError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+app = typer.Typer(
+    help="Move Azure apps from service-principal secrets to managed identities, reversibly.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+sim_app = typer.Typer(help="The simulated Azure cloud the demo and the tests run against.",
+                      no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False
+          ) -> None:
+    if version:
+        out.print(f"msi-migrator {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@sim_app.command("serve")
+def sim_serve(
+    estate: Annotated[Path, typer.Option(help="Estate YAML file describing the tenant.")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 0,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="Where to write the CA bundle and the cloud profile (default: a new temp dir).")
+    ] = None,
+    throttle_scale: Annotated[float, typer.Option(
+        help="Multiply ARM/Graph throttling bucket sizes and refill rates (0 turns it off).")
+    ] = 1.0,
+    latency_ms: Annotated[float, typer.Option(help="Added latency per request, ms.")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(help="Random extra latency up to this, ms.")] = 0.0,
+    fault: Annotated[list[str] | None, typer.Option(
+        help="Inject faults: SERVICE:KIND=RATE, e.g. arm:429=0.05, graph:503=0.01, "
+             "arm:drop=0.01 (SERVICE arm|graph|entra|msi; KIND 429|500|503|drop).")] = None,
+    replication_delay: Annotated[float, typer.Option(
+        help="Seconds a new managed identity stays unknown to RBAC and Graph.")] = 0.0,
+) -> None:
+    """Serve an estate over HTTPS on 127.0.0.1 until SIGINT/SIGTERM."""
+    from migrator.sim.faults import FaultConfig, FaultError
+    from migrator.sim.server import SimServer
+    from migrator.sim.estate import load_estate
+
+    try:
+        spec = load_estate(estate)
+        faults = FaultConfig.from_cli(fault or [], latency_ms=latency_ms, jitter_ms=jitter_ms,
+                                      throttle_scale=throttle_scale)
+    except (EstateError, FaultError) as exc:
+        fail(str(exc))
+    directory = state_dir or Path(tempfile.mkdtemp(prefix="migrator-sim-"))
+    server = SimServer(spec, directory, port=port, faults=faults)
+    server.tenant.replication_delay = replication_delay
+
+    def ready(endpoints: object) -> None:
+        from migrator.sim.server import SimEndpoints
+
+        assert isinstance(endpoints, SimEndpoints)
+        out.print(f"# migrator.sim serving {estate} at {endpoints.base_url}", highlight=False)
+        for name, value in endpoints.environment().items():
+            print(f"export {name}={value}")
+        out.print("# Ctrl-C stops it.", highlight=False)
+        sys.stdout.flush()
+
+    try:
+        server.serve_forever(on_ready=ready)
+    except OSError as exc:
+        fail(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}")
+    err.print("migrator.sim stopped.")
+
+
+def main() -> None:
+    """Console entry point: run the app, turning any stray library error into one line."""
+    try:
+        app()
+    except (EstateError, CloudError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

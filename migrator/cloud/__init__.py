@@ -1,0 +1,1 @@
+"""The only package that imports azure.* or msgraph: profiles, the client factory, adapters."""

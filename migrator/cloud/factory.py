@@ -1,0 +1,152 @@
+"""One client factory: credential, cloud endpoints, CA trust, retries and the Graph event loop.
+
+Every SDK client the tool uses is built here from a `CloudProfile` and an azure-identity
+credential, so pointing the tool at Azure China, US Government or `migrator.sim` changes the
+profile and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import httpx
+from azure.core.credentials import TokenCredential
+from azure.identity import DefaultAzureCredential
+from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.keyvault import KeyVaultManagementClient
+from azure.mgmt.msi import ManagedServiceIdentityClient
+from azure.mgmt.resource.subscriptions import SubscriptionClient
+from azure.mgmt.web import WebSiteManagementClient
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph_core import GraphClientFactory
+
+from migrator.cloud.profiles import CloudProfile
+
+T = TypeVar("T")
+
+# The SDK pipeline retries throttled and failing calls itself (honouring Retry-After); these
+# bound how long one call may keep trying before the error reaches the caller.
+RETRY_TOTAL = 6
+RETRY_BACKOFF_MAX = 60
+
+
+def make_credential(profile: CloudProfile, **kwargs: Any) -> TokenCredential:
+    """azure-identity's DefaultAzureCredential, aimed at the profile's Entra authority."""
+    options: dict[str, Any] = {"authority": profile.authority}
+    if profile.disable_instance_discovery:
+        options["disable_instance_discovery"] = True
+    if profile.ca_bundle:
+        options["connection_verify"] = profile.ca_bundle
+    options.update(kwargs)
+    return DefaultAzureCredential(**options)
+
+
+class ClientFactory:
+    """Builds the SDK clients for one cloud and one credential; owns the Graph event loop."""
+
+    def __init__(self, profile: CloudProfile, credential: TokenCredential | None = None) -> None:
+        self.profile = profile
+        self.credential = credential if credential is not None else make_credential(profile)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._graph: GraphServiceClient | None = None
+        self._lock = threading.Lock()
+
+    def _arm_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "base_url": self.profile.arm_endpoint,
+            "credential_scopes": [self.profile.arm_scope],
+            "retry_total": RETRY_TOTAL,
+            "retry_backoff_max": RETRY_BACKOFF_MAX,
+        }
+        if self.profile.ca_bundle:
+            options["connection_verify"] = self.profile.ca_bundle
+        return options
+
+    def subscriptions(self) -> SubscriptionClient:
+        return SubscriptionClient(self.credential, **self._arm_options())
+
+    def web(self, subscription_id: str) -> WebSiteManagementClient:
+        return WebSiteManagementClient(self.credential, subscription_id, **self._arm_options())
+
+    def keyvault(self, subscription_id: str) -> KeyVaultManagementClient:
+        return KeyVaultManagementClient(self.credential, subscription_id, **self._arm_options())
+
+    def authorization(self, subscription_id: str) -> AuthorizationManagementClient:
+        return AuthorizationManagementClient(
+            self.credential, subscription_id, api_version="2022-04-01", **self._arm_options()
+        )
+
+    def msi(self, subscription_id: str) -> ManagedServiceIdentityClient:
+        return ManagedServiceIdentityClient(self.credential, subscription_id,
+                                            **self._arm_options())
+
+    def graph(self) -> GraphServiceClient:
+        """The msgraph-sdk client; call it through `run_graph` from synchronous code."""
+        with self._lock:
+            if self._graph is None:
+                self._graph = self._run_on_loop(self._build_graph()).result()
+            return self._graph
+
+    async def _build_graph(self) -> GraphServiceClient:
+        auth = AzureIdentityAuthenticationProvider(
+            self.credential, scopes=[self.profile.graph_scope],
+            allowed_hosts=[self.profile.graph_host],
+        )
+        http = GraphClientFactory.create_with_default_middleware(
+            client=httpx.AsyncClient(verify=self.profile.ca_bundle or True, timeout=60.0)
+        )
+        adapter = GraphRequestAdapter(auth, client=http)
+        adapter.base_url = self.profile.graph_base_url
+        return GraphServiceClient(request_adapter=adapter)
+
+    def run_graph(self, call: Coroutine[Any, Any, T]) -> T:
+        """Run one Graph coroutine on the factory's own loop and wait for its result."""
+        self.graph()
+        return self._run_on_loop(call).result()
+
+    def _run_on_loop(self, call: Coroutine[Any, Any, T]) -> Future[T]:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(
+                target=self._loop.run_forever, name="graph-loop", daemon=True
+            )
+            self._loop_thread.start()
+        return asyncio.run_coroutine_threadsafe(call, self._loop)
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout=5)
+            loop.close()
+        closer = getattr(self.credential, "close", None)
+        if callable(closer):
+            closer()
+
+    def __enter__(self) -> ClientFactory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def secret_credential(profile: CloudProfile, tenant_id: str, client_id: str,
+                      client_secret: str) -> TokenCredential:
+    """A client-secret credential for one principal (tests sign in as several principals)."""
+    from azure.identity import ClientSecretCredential
+
+    options: dict[str, Any] = {"authority": profile.authority}
+    if profile.disable_instance_discovery:
+        options["disable_instance_discovery"] = True
+    if profile.ca_bundle:
+        options["connection_verify"] = profile.ca_bundle
+    return ClientSecretCredential(tenant_id, client_id, client_secret, **options)

@@ -1,0 +1,103 @@
+"""Cloud profiles: where ARM, Graph and Entra live, and how to trust them.
+
+The public cloud, Azure China and US Government are built in; the simulator writes a profile
+file of the same shape. Only the profile differs between Azure and `migrator.sim`: the code path
+that talks to them is the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from migrator.cloud.errors import CloudConfigError
+
+
+class CloudProfile(BaseModel):
+    """Endpoints and trust settings of one Azure cloud."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    arm_endpoint: str  # e.g. https://management.azure.com
+    arm_audience: str  # token audience, e.g. https://management.azure.com/
+    graph_endpoint: str  # e.g. https://graph.microsoft.com (no /v1.0)
+    graph_audience: str  # e.g. https://graph.microsoft.com
+    authority: str  # Entra authority host, e.g. https://login.microsoftonline.com
+    ca_bundle: str | None = None  # PEM file to trust instead of the system store
+    disable_instance_discovery: bool = False
+    tenant_id: str | None = None  # the simulator fills it in; Azure profiles leave it out
+
+    @property
+    def arm_scope(self) -> str:
+        return self.arm_audience.rstrip("/") + "/.default"
+
+    @property
+    def graph_scope(self) -> str:
+        return self.graph_audience.rstrip("/") + "/.default"
+
+    @property
+    def graph_base_url(self) -> str:
+        return self.graph_endpoint.rstrip("/") + "/v1.0"
+
+    @property
+    def graph_host(self) -> str:
+        return self.graph_endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+
+
+PUBLIC = CloudProfile(
+    name="AzureCloud",
+    arm_endpoint="https://management.azure.com",
+    arm_audience="https://management.azure.com/",
+    graph_endpoint="https://graph.microsoft.com",
+    graph_audience="https://graph.microsoft.com",
+    authority="https://login.microsoftonline.com",
+)
+CHINA = CloudProfile(
+    name="AzureChinaCloud",
+    arm_endpoint="https://management.chinacloudapi.cn",
+    arm_audience="https://management.chinacloudapi.cn/",
+    graph_endpoint="https://microsoftgraph.chinacloudapi.cn",
+    graph_audience="https://microsoftgraph.chinacloudapi.cn",
+    authority="https://login.chinacloudapi.cn",
+)
+US_GOVERNMENT = CloudProfile(
+    name="AzureUSGovernment",
+    arm_endpoint="https://management.usgovcloudapi.net",
+    arm_audience="https://management.usgovcloudapi.net/",
+    graph_endpoint="https://graph.microsoft.us",
+    graph_audience="https://graph.microsoft.us",
+    authority="https://login.microsoftonline.us",
+)
+BUILTIN: dict[str, CloudProfile] = {
+    p.name.lower(): p for p in (PUBLIC, CHINA, US_GOVERNMENT)
+} | {"public": PUBLIC, "china": CHINA, "usgov": US_GOVERNMENT}
+
+
+def load_profile(name_or_path: str) -> CloudProfile:
+    """A built-in cloud by name (`AzureCloud`, `china`, …) or a profile file by path."""
+    builtin = BUILTIN.get(name_or_path.lower())
+    if builtin is not None:
+        return builtin
+    path = Path(name_or_path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        known = ", ".join(p.name for p in (PUBLIC, CHINA, US_GOVERNMENT))
+        raise CloudConfigError(
+            f"{name_or_path}: no such cloud profile file, and not a built-in cloud ({known})"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise CloudConfigError(f"{path}: not a readable JSON profile: {exc}") from None
+    try:
+        return CloudProfile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "<top>"
+        raise CloudConfigError(f"{path}: {where}: {err['msg']}") from None
+
+
+def write_profile(profile: CloudProfile, path: Path) -> None:
+    path.write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")

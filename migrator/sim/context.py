@@ -1,0 +1,70 @@
+"""What every simulator route shares: the tenant, the token issuer, and Azure-shaped errors."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from migrator.sim.faults import FaultConfig
+from migrator.sim.state import SimError, Tenant
+from migrator.sim.tokens import Caller, TokenError, TokenIssuer
+
+ARM_AUDIENCES = (
+    "https://management.azure.com/", "https://management.azure.com",
+    "https://management.core.windows.net/", "https://management.core.windows.net",
+)
+GRAPH_AUDIENCES = (
+    "https://graph.microsoft.com", "https://graph.microsoft.com/",
+    "00000003-0000-0000-c000-000000000000",
+)
+
+
+@dataclass
+class SimContext:
+    tenant: Tenant
+    issuer: TokenIssuer
+    base_url: str = "https://127.0.0.1"  # set once the port is known
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def authority(self) -> str:
+        return self.base_url
+
+    def arm_caller(self, request: Request) -> Caller:
+        return self._caller(request, ARM_AUDIENCES, "InvalidAuthenticationToken")
+
+    def graph_caller(self, request: Request) -> Caller:
+        return self._caller(request, GRAPH_AUDIENCES, "InvalidAuthenticationToken")
+
+    def _caller(self, request: Request, audiences: tuple[str, ...], code: str) -> Caller:
+        try:
+            return self.issuer.verify(request.headers.get("authorization"), audiences)
+        except TokenError as exc:
+            raise SimError(401, code, str(exc)) from None
+
+
+def request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def arm_error(err: SimError) -> Response:
+    headers = {"x-ms-request-id": request_id(), "x-ms-failure-cause": "gateway"}
+    if err.status == 401:
+        headers["WWW-Authenticate"] = (
+            'Bearer authorization_uri="https://login.microsoftonline.com/common", '
+            'error="invalid_token", error_description="' + err.message.replace('"', "'") + '"'
+        )
+    return JSONResponse({"error": {"code": err.code, "message": err.message}},
+                        status_code=err.status, headers=headers)
+
+
+def graph_error(err: SimError) -> Response:
+    rid = request_id()
+    body = {"error": {"code": err.code, "message": err.message,
+                      "innerError": {"request-id": rid, "client-request-id": rid}}}
+    return JSONResponse(body, status_code=err.status, headers={"request-id": rid})

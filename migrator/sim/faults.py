@@ -1,0 +1,287 @@
+"""A hostile cloud on demand: ARM and Graph throttling, latency, injected errors, dropped links.
+
+One ASGI middleware in front of every route, so the route modules stay about semantics. ARM
+throttling follows AZURE-FACTS.md: token buckets per subscription and caller, reads 250 (+25/s),
+writes 200 (+10/s), deletes 200 (+10/s); `x-ms-ratelimit-remaining-subscription-*` headers on
+every answer and 429 with `Retry-After` when a bucket is empty. `throttle_scale` multiplies
+sizes and rates (0 turns throttling off). Faults and throttling can be changed while the
+simulator runs (`POST /_sim/faults`, or `SimServer.faults` in process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jwt
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+Service = Literal["arm", "graph", "entra", "msi"]
+SERVICES: tuple[Service, ...] = ("arm", "graph", "entra", "msi")
+FAULT_KINDS = ("429", "500", "503", "drop")
+
+# (capacity, refill per second) of Azure's buckets.
+ARM_BUCKETS = {"read": (250.0, 25.0), "write": (200.0, 10.0), "delete": (200.0, 10.0)}
+GRAPH_BUCKET = (2000.0, 200.0)  # per caller; Graph allows thousands per 10 s
+
+
+class FaultError(ValueError):
+    """A fault specification that cannot be understood."""
+
+
+@dataclass
+class FaultConfig:
+    """What the simulator does to requests besides answering them. Mutable at run time."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rates: dict[str, dict[str, float]] = field(default_factory=dict)  # service -> kind -> p
+    throttle_scale: float = 1.0
+    retry_after: float = 1.0  # seconds, for injected 429/503
+    seed: int | None = None
+
+    @classmethod
+    def from_cli(cls, specs: list[str], *, latency_ms: float = 0.0, jitter_ms: float = 0.0,
+                 throttle_scale: float = 1.0) -> FaultConfig:
+        config = cls(latency_ms=latency_ms, jitter_ms=jitter_ms, throttle_scale=throttle_scale)
+        for spec in specs:
+            m = re.fullmatch(r"(\w+):(\w+)=([0-9.]+)", spec.strip())
+            if m is None:
+                raise FaultError(f"fault {spec!r}: write SERVICE:KIND=RATE, e.g. arm:429=0.05")
+            config.set_rate(m.group(1), m.group(2), float(m.group(3)))
+        if latency_ms < 0 or jitter_ms < 0 or throttle_scale < 0:
+            raise FaultError("latency, jitter and throttle scale cannot be negative")
+        return config
+
+    def set_rate(self, service: str, kind: str, rate: float) -> None:
+        if service not in SERVICES:
+            raise FaultError(f"fault service {service!r}: one of {', '.join(SERVICES)}")
+        if kind not in FAULT_KINDS:
+            raise FaultError(f"fault kind {kind!r}: one of {', '.join(FAULT_KINDS)}")
+        if not 0.0 <= rate <= 1.0:
+            raise FaultError(f"fault rate {rate} for {service}:{kind} is not between 0 and 1")
+        self.rates.setdefault(service, {})[kind] = rate
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply a JSON patch from `POST /_sim/faults`; unknown keys are refused."""
+        known = {"latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed", "rates"}
+        unknown = set(changes) - known - {"replication_delay"}
+        if unknown:
+            raise FaultError(f"unknown fault settings: {', '.join(sorted(unknown))}")
+        for key in ("latency_ms", "jitter_ms", "throttle_scale", "retry_after"):
+            if key in changes:
+                value = float(changes[key])
+                if value < 0:
+                    raise FaultError(f"{key} cannot be negative")
+                setattr(self, key, value)
+        if "seed" in changes:
+            self.seed = None if changes["seed"] is None else int(changes["seed"])
+        if "rates" in changes:
+            self.rates = {}
+            for service, kinds in dict(changes["rates"]).items():
+                for kind, rate in dict(kinds).items():
+                    self.set_rate(service, kind, float(rate))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"latency_ms": self.latency_ms, "jitter_ms": self.jitter_ms,
+                "rates": self.rates, "throttle_scale": self.throttle_scale,
+                "retry_after": self.retry_after, "seed": self.seed}
+
+
+class TokenBucket:
+    def __init__(self, capacity: float, refill: float) -> None:
+        self.capacity = capacity
+        self.refill = refill
+        self.tokens = capacity
+        self.stamp = time.monotonic()
+
+    def take(self) -> tuple[bool, float, float]:
+        """(allowed, tokens left, seconds until one token is back)."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.refill)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True, self.tokens, 0.0
+        wait = (1.0 - self.tokens) / self.refill if self.refill > 0 else 60.0
+        return False, self.tokens, wait
+
+
+class Throttle:
+    """Buckets by (service, subscription, caller, kind), rebuilt when the scale changes."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[tuple[str, str, str, str], TokenBucket] = {}
+        self._scale = 1.0
+        self._lock = threading.Lock()
+
+    def take(self, scale: float, key: tuple[str, str, str, str],
+             size: tuple[float, float]) -> tuple[bool, float, float]:
+        with self._lock:
+            if scale != self._scale:
+                self._buckets.clear()
+                self._scale = scale
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = TokenBucket(max(1.0, size[0] * scale),
+                                                          size[1] * scale)
+            return bucket.take()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+
+def service_of(path: str) -> Service | None:
+    if path.startswith("/v1.0/") or path == "/v1.0":
+        return "graph"
+    if path.startswith("/msi/"):
+        return "msi"
+    if path.startswith("/_sim") or path.startswith("/_sites") or path == "/":
+        return None
+    if "/oauth2/" in path or "/.well-known/" in path or "/discovery/" in path:
+        return "entra"
+    return "arm"
+
+
+_SUB = re.compile(r"^/subscriptions/([^/?]+)", re.IGNORECASE)
+
+
+def _caller_of(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            try:
+                claims = jwt.decode(value[7:].decode(), options={"verify_signature": False})
+                return str(claims.get("oid", "anonymous"))
+            except jwt.PyJWTError:
+                return "anonymous"
+    return "anonymous"
+
+
+def _kind(method: str) -> str:
+    return {"GET": "read", "HEAD": "read", "DELETE": "delete"}.get(method, "write")
+
+
+class FaultMiddleware:
+    """Applies a FaultConfig and the throttling buckets to every request."""
+
+    def __init__(self, app: ASGIApp, config: FaultConfig) -> None:
+        self.app = app
+        self.config = config
+        self.throttle = Throttle()
+        self.counts: dict[str, int] = {}  # what was injected, for tests and benchmarks
+        self._random = random.Random()  # noqa: S311 - fault dice, not cryptography
+        self._seed: int | None = None
+
+    def _roll(self) -> float:
+        if self.config.seed != self._seed:
+            self._seed = self.config.seed
+            self._random.seed(self._seed)
+        return self._random.random()
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        service = service_of(path)
+        if service is None:
+            await self.app(scope, receive, send)
+            return
+        cfg = self.config
+        delay = cfg.latency_ms + (self._roll() * cfg.jitter_ms if cfg.jitter_ms else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay / 1000.0)
+        rates = cfg.rates.get(service, {})
+        for kind in FAULT_KINDS:
+            rate = rates.get(kind, 0.0)
+            if rate and self._roll() < rate:
+                self._count(f"{service}:{kind}")
+                if kind == "drop":
+                    _drop(receive)
+                    return
+                await self._error(send, service, int(kind), cfg.retry_after)
+                return
+        extra: list[tuple[bytes, bytes]] = []
+        if cfg.throttle_scale > 0 and service in ("arm", "graph"):
+            caller = _caller_of(scope["headers"])
+            if service == "arm":
+                m = _SUB.match(path)
+                sub = m.group(1).lower() if m else "tenant"
+                kind = _kind(scope["method"])
+                ok, left, wait = self.throttle.take(cfg.throttle_scale,
+                                                    ("arm", sub, caller, kind), ARM_BUCKETS[kind])
+                header = f"x-ms-ratelimit-remaining-subscription-{kind}s".encode()
+                extra.append((header, str(int(left)).encode()))
+            else:
+                ok, left, wait = self.throttle.take(cfg.throttle_scale,
+                                                    ("graph", "", caller, "all"), GRAPH_BUCKET)
+            if not ok:
+                self._count(f"{service}:throttled")
+                await self._throttled(send, service, kind if service == "arm" else "all",
+                                      wait, extra)
+                return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and extra:
+                message = dict(message)
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _error(self, send: Send, service: str, status: int, retry_after: float) -> None:
+        codes = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
+        message = {429: "Too many requests; retry later.",
+                   500: "An internal error occurred (injected by migrator.sim).",
+                   503: "The service is temporarily unavailable (injected by migrator.sim)."}
+        body: dict[str, Any] = {"error": {"code": codes[status], "message": message[status]}}
+        headers = [(b"content-type", b"application/json")]
+        if status in (429, 503):
+            headers.append((b"retry-after", str(max(0, math.ceil(retry_after))).encode()))
+        await _respond(send, status, body, headers)
+
+    async def _throttled(self, send: Send, service: str, kind: str, wait: float,
+                         extra: list[tuple[bytes, bytes]]) -> None:
+        seconds = max(1, math.ceil(wait))
+        if service == "arm":
+            body: dict[str, Any] = {"error": {
+                "code": "SubscriptionRequestsThrottled",
+                "message": (f"Number of '{kind}' requests for subscription exceeded. Please try "
+                            f"again after '{seconds}' seconds after additional tokens are "
+                            "available."),
+            }}
+        else:
+            body = {"error": {"code": "TooManyRequests",
+                              "message": "Too many requests; application throttled."}}
+        headers = [(b"content-type", b"application/json"),
+                   (b"retry-after", str(seconds).encode()), *extra]
+        await _respond(send, 429, body, headers)
+
+
+async def _respond(send: Send, status: int, body: dict[str, Any],
+                   headers: list[tuple[bytes, bytes]]) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _drop(receive: Receive) -> None:
+    """Abort the TCP connection without an answer, as a broken network path would.
+
+    uvicorn's `receive` is a bound method of its request cycle, which holds the transport."""
+    cycle = getattr(receive, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is not None:
+        transport.abort()

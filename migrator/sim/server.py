@@ -1,0 +1,191 @@
+"""The simulated cloud's HTTPS server: one Starlette app on 127.0.0.1 behind a local test CA.
+
+`SimServer` serves a tenant either in the foreground (`migrator sim serve`) or on a background
+thread (tests, `migrator demo`). On start it writes, into its state directory, the CA bundle and a
+cloud profile, so the CLI and the SDKs reach it exactly as they would reach Azure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trustme
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from migrator.cloud.profiles import CloudProfile, write_profile
+from migrator.sim import admin, arm, entra, graph
+from migrator.sim.context import SimContext
+from migrator.sim.estate import EstateSpec
+from migrator.sim.faults import FaultConfig, FaultMiddleware
+from migrator.sim.state import Tenant, build_tenant
+from migrator.sim.tokens import TokenIssuer
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class SimEndpoints:
+    """Where a running simulator is and what a client needs to trust and use it."""
+
+    base_url: str
+    profile_path: Path
+    ca_bundle: Path
+    tenant_id: str
+    operator_client_id: str
+    operator_secret: str
+
+    def environment(self) -> dict[str, str]:
+        """The variables a shell needs to point the CLI (and azure-identity) at the simulator."""
+        return {
+            "MIGRATOR_CLOUD_PROFILE": str(self.profile_path),
+            "REQUESTS_CA_BUNDLE": str(self.ca_bundle),
+            "SSL_CERT_FILE": str(self.ca_bundle),
+            "AZURE_AUTHORITY_HOST": self.base_url,
+            "AZURE_TENANT_ID": self.tenant_id,
+            "AZURE_CLIENT_ID": self.operator_client_id,
+            "AZURE_CLIENT_SECRET": self.operator_secret,
+        }
+
+
+def build_app(ctx: SimContext) -> Starlette:
+    async def root(request: Request) -> Response:
+        return JSONResponse({"simulator": "migrator.sim", "tenant": ctx.tenant.id})
+
+    route_list: list[BaseRoute] = [Route("/", root)]
+    route_list += entra.routes(ctx)
+    route_list += admin.routes(ctx)
+    route_list += graph.routes(ctx)
+    route_list += arm.routes(ctx)  # last: its catch-all takes every other path
+    return Starlette(routes=route_list)
+
+
+class SimServer:
+    """A running simulator. Use as a context manager, or `start()` / `stop()`."""
+
+    def __init__(self, spec: EstateSpec, state_dir: Path, *, port: int = 0,
+                 tenant: Tenant | None = None, faults: FaultConfig | None = None) -> None:
+        self.spec = spec
+        self.tenant = tenant if tenant is not None else build_tenant(spec)
+        self.state_dir = state_dir
+        self.port = port
+        self.faults = faults if faults is not None else FaultConfig()
+        self.ctx = SimContext(self.tenant, TokenIssuer(self.tenant.id), faults=self.faults)
+        self.middleware = FaultMiddleware(build_app(self.ctx), self.faults)
+        self.ctx.extras["middleware"] = self.middleware
+        self.app = self.middleware
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self.endpoints: SimEndpoints | None = None
+
+    # -- setup shared by foreground and background runs
+
+    def _prepare(self) -> uvicorn.Server:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, self.port))
+        sock.listen(2048)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        base_url = f"https://{HOST}:{self.port}"
+        self.ctx.base_url = base_url
+
+        ca = trustme.CA(organization_name="migrator.sim test CA")
+        cert = ca.issue_cert(HOST, "localhost")
+        ca_path = self.state_dir / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_path))
+        key_path = self.state_dir / "server-key.pem"
+        cert_path = self.state_dir / "server-cert.pem"
+        cert.private_key_pem.write_to_path(str(key_path))
+        os.chmod(key_path, 0o600)
+        cert.cert_chain_pems[0].write_to_path(str(cert_path))
+        for extra in cert.cert_chain_pems[1:]:
+            extra.write_to_path(str(cert_path), append=True)
+
+        profile = CloudProfile(
+            name="migrator-sim", arm_endpoint=base_url,
+            arm_audience="https://management.azure.com/", graph_endpoint=base_url,
+            graph_audience="https://graph.microsoft.com", authority=base_url,
+            ca_bundle=str(ca_path), disable_instance_discovery=True, tenant_id=self.tenant.id,
+        )
+        profile_path = self.state_dir / "profile.json"
+        write_profile(profile, profile_path)
+        operator = self.tenant.app_by_app_id(
+            self.tenant.service_principals[self.tenant.names[self.tenant.operator]].app_id)
+        assert operator is not None
+        valid = [p for p in operator.passwords if p.end > p.start]
+        self.endpoints = SimEndpoints(
+            base_url, profile_path, ca_path, self.tenant.id, operator.app_id,
+            valid[0].secret if valid else "",
+        )
+        config = uvicorn.Config(
+            self.app, ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
+            log_level="warning", access_log=False, lifespan="off",
+            timeout_keep_alive=30, backlog=2048,
+        )
+        return uvicorn.Server(config)
+
+    # -- background (tests, demo)
+
+    def start(self, timeout: float = 30.0) -> SimEndpoints:
+        server = self._prepare()
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = server
+        sockets = [self._sock] if self._sock else None
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=sockets)),
+            name="migrator-sim", daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the simulator did not start")
+            time.sleep(0.01)
+        assert self.endpoints is not None
+        return self.endpoints
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+
+    def __enter__(self) -> SimEndpoints:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- foreground (`migrator sim serve`)
+
+    def serve_forever(self, on_ready: Any = None) -> None:
+        """Serve until SIGINT/SIGTERM; uvicorn's own handlers stop it cleanly."""
+        server = self._prepare()
+        self._server = server
+
+        async def run() -> None:
+            task = asyncio.create_task(server.serve(sockets=[self._sock] if self._sock else None))
+            while not server.started and not task.done():
+                await asyncio.sleep(0.01)
+            if server.started and on_ready is not None:
+                on_ready(self.endpoints)
+            await task
+
+        asyncio.run(run())

@@ -1,0 +1,833 @@
+"""The simulated tenant's live state, built from an estate and changed by API calls.
+
+Everything the simulator serves (ARM, Graph, Entra, managed identities, app runtimes) reads and
+writes this one object model, so a role assignment made through ARM is what the app runtime's
+health check consults a moment later. Ids not given in the estate are uuid5 of the name: the same
+file gives the same tenant.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Literal
+
+from migrator.sim.estate import EstateSpec, IdentitySpec, Loc, NeedSpec, SiteSpec, SlotSpec
+from migrator.sim.rbac import BUILTIN_ROLES, ROLES_BY_ID, ROLES_BY_NAME, RoleDefinition
+
+NAMESPACE = uuid.UUID("6d1c7a8e-3f5b-5a43-9c0e-6b2a1f0d9e71")
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+
+# Microsoft Graph application permissions (app roles) the simulator knows, with Graph's ids.
+GRAPH_APP_ROLES: dict[str, str] = {
+    "Application.Read.All": "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30",
+    "Application.ReadWrite.All": "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9",
+    "Application.ReadWrite.OwnedBy": "18a4783c-866b-4cc7-a460-3d5e5662c884",
+    "AppRoleAssignment.ReadWrite.All": "06b708a9-e830-4db3-a914-8e69da51d44f",
+    "Directory.Read.All": "7ab1d382-f21e-4acd-a863-ba3e13f7da61",
+    "Directory.ReadWrite.All": "19dbc75e-c2e2-444c-a770-ec69d8559fc7",
+    "User.Read.All": "df021288-bdef-4463-88db-98f22de89214",
+    "Group.Read.All": "5b567255-7703-4780-807c-7be8301ae99b",
+    "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",
+    "Sites.Read.All": "332a536c-c7ef-4017-ab91-336970924f0d",
+}
+GRAPH_ROLE_NAMES = {v: k for k, v in GRAPH_APP_ROLES.items()}
+
+
+def derive_id(kind: str, name: str) -> str:
+    """The deterministic id of an object the estate names but gives no id."""
+    return str(uuid.uuid5(NAMESPACE, f"{kind}:{name}"))
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SimError(Exception):
+    """A request the simulated cloud refuses; carries the HTTP status and Azure's error code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+# --- directory objects -----------------------------------------------------------------------
+
+
+@dataclass
+class PasswordCredential:
+    key_id: str
+    secret: str  # lives only inside the simulator, as in Entra
+    display_name: str | None
+    start: datetime
+    end: datetime
+
+    @property
+    def hint(self) -> str:
+        return self.secret[:3]
+
+
+@dataclass
+class Application:
+    object_id: str
+    app_id: str
+    display_name: str
+    passwords: list[PasswordCredential] = field(default_factory=list)
+    created: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class ServicePrincipal:
+    object_id: str
+    app_id: str
+    display_name: str
+    kind: Literal["Application", "ManagedIdentity"] = "Application"
+    account_enabled: bool = True
+    app_roles: dict[str, str] = field(default_factory=dict)  # value -> id (resource apps)
+    alternative_names: list[str] = field(default_factory=list)  # MI: its resource id
+    visible_at: float = 0.0  # monotonic time from which RBAC and Graph know it
+    created: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class AppRoleAssignment:
+    id: str
+    principal_id: str
+    resource_id: str
+    app_role_id: str
+    created: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class RoleAssignment:
+    name: str  # a GUID
+    scope: str
+    role_definition_id: str  # role GUID
+    principal_id: str
+    principal_type: str = "ServicePrincipal"
+    created: datetime = field(default_factory=utcnow)
+
+    @property
+    def id(self) -> str:
+        return f"{self.scope}/providers/Microsoft.Authorization/roleAssignments/{self.name}"
+
+
+# --- resources -------------------------------------------------------------------------------
+
+
+@dataclass
+class UserAssignedIdentity:
+    subscription_id: str
+    resource_group: str
+    name: str
+    location: str
+    client_id: str
+    principal_id: str
+
+    @property
+    def id(self) -> str:
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{self.name}")
+
+
+@dataclass
+class AccessPolicy:
+    object_id: str
+    secrets: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    certificates: list[str] = field(default_factory=list)
+    storage: list[str] = field(default_factory=list)
+
+
+@dataclass
+class KeyVault:
+    subscription_id: str
+    resource_group: str
+    name: str
+    location: str
+    rbac: bool
+    access_policies: list[AccessPolicy]
+    secrets: dict[str, str]
+
+    @property
+    def id(self) -> str:
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.KeyVault/vaults/{self.name}")
+
+    @property
+    def uri(self) -> str:
+        return f"https://{self.name}.vault.azure.net/"
+
+
+@dataclass
+class ConnectionString:
+    type: str
+    value: str
+
+
+@dataclass
+class SiteIdentity:
+    system_principal_id: str | None = None
+    user_assigned: list[str] = field(default_factory=list)  # UAI resource ids
+
+    @property
+    def type(self) -> str:
+        parts = (["SystemAssigned"] if self.system_principal_id else []) + (
+            ["UserAssigned"] if self.user_assigned else []
+        )
+        return ", ".join(parts) or "None"
+
+
+@dataclass
+class WebApp:
+    """A site or one of its slots: each has its own settings and its own managed identity."""
+
+    subscription_id: str
+    resource_group: str
+    site_name: str
+    slot_name: str | None
+    kind: str
+    location: str
+    code: str
+    health_path: str
+    app_settings: dict[str, str]
+    connection_strings: dict[str, ConnectionString]
+    needs: list[NeedSpec]
+    identity: SiteIdentity = field(default_factory=SiteIdentity)
+    key_vault_reference_identity: str = "SystemAssigned"  # or a UAI resource id
+    restarts: int = 0
+    identity_generation: int = 0
+    # Slot-sticky names live on the production site only (ARM: config/slotConfigNames).
+    sticky_app_settings: list[str] = field(default_factory=list)
+    sticky_connection_strings: list[str] = field(default_factory=list)
+    slots: dict[str, WebApp] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        base = (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.Web/sites/{self.site_name}")
+        return f"{base}/slots/{self.slot_name}" if self.slot_name else base
+
+    @property
+    def display(self) -> str:
+        return f"{self.site_name}/{self.slot_name}" if self.slot_name else self.site_name
+
+
+@dataclass
+class SqlDatabase:
+    server: str
+    name: str
+    users: dict[str, list[str]] = field(default_factory=dict)  # principal object id -> roles
+
+
+@dataclass
+class SqlServer:
+    subscription_id: str
+    resource_group: str
+    name: str
+    databases: dict[str, SqlDatabase] = field(default_factory=dict)
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.name}.database.windows.net"
+
+
+@dataclass
+class Subscription:
+    id: str
+    name: str
+    resource_groups: dict[str, str]  # lowercase name -> name as written
+
+
+# --- the tenant ------------------------------------------------------------------------------
+
+
+_SUB_IN_SCOPE = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
+
+
+class Tenant:
+    """The whole simulated tenant. Callers hold `lock` across a read-modify-write."""
+
+    def __init__(self, tenant_id: str, domain: str, operator: str) -> None:
+        self.id = tenant_id
+        self.domain = domain
+        self.operator = operator
+        self.lock = threading.RLock()
+        self.applications: dict[str, Application] = {}  # app object id
+        self.service_principals: dict[str, ServicePrincipal] = {}  # object id
+        self.app_role_assignments: dict[str, AppRoleAssignment] = {}
+        self.role_assignments: dict[str, RoleAssignment] = {}  # name (GUID)
+        self.role_definitions: dict[str, RoleDefinition] = {r.id: r for r in BUILTIN_ROLES}
+        self.subscriptions: dict[str, Subscription] = {}
+        self.identities: dict[str, UserAssignedIdentity] = {}  # lowercase resource id
+        self.vaults: dict[str, KeyVault] = {}  # lowercase name
+        self.sites: dict[str, WebApp] = {}  # lowercase name
+        self.sql_servers: dict[str, SqlServer] = {}  # lowercase name
+        self.names: dict[str, str] = {}  # estate name -> principal object id
+        self.identity_headers: dict[str, str] = {}  # X-IDENTITY-HEADER -> resource id
+        self.replication_delay = 0.0  # seconds a new managed identity stays unknown
+        self.graph_sp = self._add_graph()
+
+    # -- construction
+
+    def _add_graph(self) -> ServicePrincipal:
+        sp = ServicePrincipal(
+            object_id=derive_id("sp", "Microsoft Graph"), app_id=GRAPH_APP_ID,
+            display_name="Microsoft Graph", app_roles=dict(GRAPH_APP_ROLES),
+        )
+        self.service_principals[sp.object_id] = sp
+        return sp
+
+    # -- look-ups
+
+    def sp_by_app_id(self, app_id: str) -> ServicePrincipal | None:
+        lowered = app_id.lower()
+        return next(
+            (s for s in self.service_principals.values() if s.app_id.lower() == lowered), None
+        )
+
+    def app_by_app_id(self, app_id: str) -> Application | None:
+        lowered = app_id.lower()
+        return next((a for a in self.applications.values() if a.app_id.lower() == lowered), None)
+
+    def is_visible(self, sp: ServicePrincipal) -> bool:
+        """False while a brand-new managed identity is still replicating."""
+        return time.monotonic() >= sp.visible_at
+
+    def visible_sp(self, object_id: str) -> ServicePrincipal | None:
+        sp = self.service_principals.get(object_id.lower())
+        return sp if sp is not None and self.is_visible(sp) else None
+
+    def webapp(self, site: str, slot: str | None = None) -> WebApp | None:
+        found = self.sites.get(site.lower())
+        if found is None or slot is None:
+            return found
+        return found.slots.get(slot.lower())
+
+    def webapps(self) -> Iterator[WebApp]:
+        for site in self.sites.values():
+            yield site
+            yield from site.slots.values()
+
+    def identity_by_client_id(self, client_id: str) -> UserAssignedIdentity | None:
+        lowered = client_id.lower()
+        return next((i for i in self.identities.values() if i.client_id == lowered), None)
+
+    def role_named(self, name_or_id: str) -> RoleDefinition | None:
+        guid = name_or_id.rsplit("/", 1)[-1].lower()
+        return ROLES_BY_NAME.get(name_or_id.lower()) or self.role_definitions.get(guid)
+
+    # -- authorization
+
+    def assignments_of(self, principal_id: str) -> Iterable[RoleAssignment]:
+        lowered = principal_id.lower()
+        return [a for a in self.role_assignments.values() if a.principal_id.lower() == lowered]
+
+    def can(self, principal_id: str, action: str, scope: str, *, data: bool = False) -> bool:
+        """RBAC: any assignment at or above `scope` whose role allows `action`."""
+        from migrator.sim.rbac import scope_covers
+
+        for a in self.assignments_of(principal_id):
+            role = self.role_definitions.get(a.role_definition_id)
+            if role and scope_covers(a.scope, scope) and role.allows(action, data=data):
+                return True
+        return False
+
+    def has_any_role_under(self, principal_id: str, scope: str) -> bool:
+        """Azure lists a subscription to a caller holding any role in it."""
+        lowered = scope.rstrip("/").lower()
+        return any(
+            a.scope.lower() == lowered
+            or a.scope.lower().startswith(lowered + "/")
+            or lowered.startswith(a.scope.lower().rstrip("/") + "/")
+            for a in self.assignments_of(principal_id)
+        )
+
+    def graph_roles_of(self, principal_id: str) -> list[str]:
+        """Names of the Graph application permissions granted to a principal."""
+        return sorted(
+            GRAPH_ROLE_NAMES.get(a.app_role_id, a.app_role_id)
+            for a in self.app_role_assignments.values()
+            if a.principal_id == principal_id and a.resource_id == self.graph_sp.object_id
+        )
+
+    # -- managed identities
+
+    def new_managed_sp(self, display_name: str, resource_id: str, *, client_id: str,
+                       object_id: str, delayed: bool) -> ServicePrincipal:
+        sp = ServicePrincipal(
+            object_id=object_id, app_id=client_id, display_name=display_name,
+            kind="ManagedIdentity", alternative_names=["isExplicit=False", resource_id],
+            visible_at=time.monotonic() + (self.replication_delay if delayed else 0.0),
+        )
+        self.service_principals[object_id] = sp
+        return sp
+
+    def enable_system_identity(self, app: WebApp, *, delayed: bool = True) -> str:
+        if app.identity.system_principal_id:
+            return app.identity.system_principal_id
+        app.identity_generation += 1
+        oid = derive_id("system-identity", f"{app.id.lower()}#{app.identity_generation}")
+        display = f"{app.site_name}/slots/{app.slot_name}" if app.slot_name else app.site_name
+        self.new_managed_sp(display, app.id, client_id=derive_id("system-client", oid),
+                            object_id=oid, delayed=delayed)
+        app.identity.system_principal_id = oid
+        return oid
+
+    def disable_system_identity(self, app: WebApp) -> None:
+        oid = app.identity.system_principal_id
+        if oid:
+            self.service_principals.pop(oid, None)
+            app.identity.system_principal_id = None
+
+    def create_identity(self, subscription_id: str, resource_group: str, name: str,
+                        location: str, *, delayed: bool = True) -> UserAssignedIdentity:
+        rid = (f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+               f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}")
+        existing = self.identities.get(rid.lower())
+        if existing:
+            existing.location = location
+            return existing
+        uai = UserAssignedIdentity(
+            subscription_id, resource_group, name, location,
+            client_id=derive_id("uai-client", rid.lower()),
+            principal_id=derive_id("uai-principal", rid.lower()),
+        )
+        self.identities[rid.lower()] = uai
+        self.new_managed_sp(name, rid, client_id=uai.client_id, object_id=uai.principal_id,
+                            delayed=delayed)
+        return uai
+
+    def identity_header_for(self, resource_id: str) -> str:
+        """The X-IDENTITY-HEADER a resource's code would find in IDENTITY_HEADER."""
+        header = derive_id("identity-header", resource_id.lower())
+        self.identity_headers[header] = resource_id
+        return header
+
+    def identity_host(self, header: str) -> WebApp | None:
+        """The site or slot whose code sent this X-IDENTITY-HEADER."""
+        rid = self.identity_headers.get(header)
+        if rid is None:
+            return None
+        return next((w for w in self.webapps() if w.id.lower() == rid.lower()), None)
+
+    # -- credentials
+
+    def check_client_secret(self, app_id: str, secret: str) -> ServicePrincipal:
+        """Entra's client-credentials check; raises SimError with the AADSTS code Entra uses."""
+        app = self.app_by_app_id(app_id)
+        sp = self.sp_by_app_id(app_id)
+        if app is None or sp is None:
+            raise SimError(400, "unauthorized_client", (
+                f"AADSTS700016: Application with identifier '{app_id}' was not found in the "
+                f"directory '{self.domain}'."))
+        if not sp.account_enabled:
+            raise SimError(400, "unauthorized_client", (
+                f"AADSTS7000112: Application '{app.app_id}'({app.display_name}) is disabled."))
+        now = utcnow()
+        for cred in app.passwords:
+            if cred.secret == secret:
+                if cred.end <= now or cred.start > now:
+                    raise SimError(401, "invalid_client", (
+                        "AADSTS7000222: The provided client secret keys for app "
+                        f"'{app.app_id}' are expired."))
+                return sp
+        raise SimError(401, "invalid_client", (
+            "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the "
+            f"request is the client secret value, not the client secret ID, for a secret added "
+            f"to app '{app.app_id}'."))
+
+    def add_password(self, app: Application, display_name: str | None,
+                     end: datetime | None) -> PasswordCredential:
+        key_id = str(uuid.uuid4())
+        secret = generate_client_secret()
+        now = utcnow()
+        cred = PasswordCredential(key_id, secret, display_name, now,
+                                  end or now + timedelta(days=730))
+        app.passwords.append(cred)
+        return cred
+
+
+def generate_client_secret() -> str:
+    """A secret in Entra's current format: 3 chars, a digit, 'Q~', then 34 chars."""
+    import secrets as _secrets
+    import string
+
+    alphabet = string.ascii_letters + string.digits + "_~.-"
+    head = "".join(_secrets.choice(string.ascii_letters) for _ in range(3))
+    return head + _secrets.choice(string.digits) + "Q~" + "".join(
+        _secrets.choice(alphabet) for _ in range(34)
+    )
+
+
+# --- building a tenant from an estate ----------------------------------------------------------
+
+
+def _dt(d: date | None, default: datetime) -> datetime:
+    if d is None:
+        return default
+    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+
+
+class _Names:
+    """What each estate name refers to, for `@name.field` and principal references."""
+
+    def __init__(self, spec: EstateSpec) -> None:
+        self.spec = spec
+        self.subscriptions = {s.name: str(s.id or derive_id("subscription", s.name))
+                              for s in spec.subscriptions}
+        self.principals = {p.name: p for p in spec.principals}
+        self.secret_values = {
+            p.name: [s.value or generate_client_secret() for s in p.secrets]
+            for p in spec.principals
+        }
+        self.uais: dict[str, tuple[str, str, str]] = {}  # name -> (sub id, rg, location)
+        self.vaults: dict[str, tuple[str, str]] = {}
+        self.sites: dict[str, SiteSpec] = {}
+        self.slots: dict[str, SlotSpec] = {}
+        self.sql_servers: dict[str, tuple[str, ...]] = {}
+        for sub in spec.subscriptions:
+            sid = self.subscriptions[sub.name]
+            for rg in sub.resource_groups:
+                for uai in rg.user_assigned_identities:
+                    self.uais[uai] = (sid, rg.name, rg.location)
+                for kv in rg.key_vaults:
+                    self.vaults[kv.name] = (sid, rg.name)
+                for site in rg.sites:
+                    self.sites[site.name] = site
+                    for slot in site.slots:
+                        self.slots[f"{site.name}/{slot.name}"] = slot
+                for server in rg.sql_servers:
+                    self.sql_servers[server.name] = tuple(d.name for d in server.databases)
+
+    def app_id(self, name: str) -> str:
+        p = self.principals[name]
+        return str(p.app_id or derive_id("app", name))
+
+    def sp_object_id(self, name: str) -> str:
+        p = self.principals[name]
+        return str(p.object_id or derive_id("sp", name))
+
+    def app_object_id(self, name: str) -> str:
+        p = self.principals[name]
+        return str(p.app_object_id or derive_id("application", name))
+
+    def uai_resource_id(self, name: str) -> str:
+        sid, rg, _ = self.uais[name]
+        return (f"/subscriptions/{sid}/resourceGroups/{rg}"
+                f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}")
+
+    def site_resource_id(self, name: str) -> str:
+        site_name, _, slot = name.partition("/")
+        for sub in self.spec.subscriptions:
+            for rg in sub.resource_groups:
+                if any(s.name == site_name for s in rg.sites):
+                    base = (f"/subscriptions/{self.subscriptions[sub.name]}/resourceGroups/"
+                            f"{rg.name}/providers/Microsoft.Web/sites/{site_name}")
+                    return f"{base}/slots/{slot}" if slot else base
+        raise KeyError(name)
+
+    def scope(self, scope: str) -> str:
+        """Scopes may name a subscription by its estate name."""
+        m = _SUB_IN_SCOPE.match(scope)
+        if m and m.group(1) in self.subscriptions:
+            return f"/subscriptions/{self.subscriptions[m.group(1)]}{scope[m.end():]}"
+        return scope
+
+    def principal_ref_problem(self, name: str) -> str | None:
+        if name in self.principals or name in self.uais:
+            return None
+        if name in self.sites or name in self.slots:
+            target = self.sites.get(name) or self.slots[name]
+            if target.identity == "none":
+                return f"{name!r} has no system-assigned identity (identity: none)"
+            return None
+        return f"unknown principal {name!r} (not a principal, identity, site or slot)"
+
+    def field_value(self, name: str, fld: str, index: str | None) -> str | None:
+        """The value of `@name.field`, or None when the reference is unknown."""
+        if name == "tenant":
+            return {"id": str(self.spec.tenant.id), "domain": self.spec.tenant.domain}.get(fld)
+        if name in self.principals:
+            if index is not None:
+                values = self.secret_values[name]
+                i = int(index)
+                return values[i] if i < len(values) else None
+            return {"app_id": self.app_id(name), "client_id": self.app_id(name),
+                    "object_id": self.sp_object_id(name),
+                    "app_object_id": self.app_object_id(name)}.get(fld)
+        if name in self.uais:
+            rid = self.uai_resource_id(name).lower()
+            return {"client_id": derive_id("uai-client", rid),
+                    "principal_id": derive_id("uai-principal", rid),
+                    "object_id": derive_id("uai-principal", rid),
+                    "id": self.uai_resource_id(name)}.get(fld)
+        if name in self.vaults:
+            return {"uri": f"https://{name}.vault.azure.net/"}.get(fld)
+        if name in self.sql_servers:
+            return {"fqdn": f"{name}.database.windows.net"}.get(fld)
+        return None
+
+    def substitute(self, value: str) -> str:
+        from migrator.sim.estate import iter_references
+
+        out, last = [], 0
+        for m in iter_references(value):
+            resolved = self.field_value(m.group(1), m.group(2).split("[")[0], m.group(3))
+            if resolved is None:
+                continue
+            out += [value[last:m.start()], resolved]
+            last = m.end()
+        out.append(value[last:])
+        return "".join(out)
+
+
+def check_references(spec: EstateSpec) -> tuple[Loc, str] | None:
+    """The first dangling reference, duplicate name or unknown role in an estate, if any."""
+    from migrator.sim.estate import iter_references
+
+    seen: dict[str, Loc] = {}
+
+    def dup(kind: str, name: str, loc: Loc) -> tuple[Loc, str] | None:
+        key = f"{kind}:{name.lower()}"
+        if key in seen:
+            return loc, f"duplicate {kind} name {name!r}"
+        seen[key] = loc
+        return None
+
+    for i, p in enumerate(spec.principals):
+        if (problem := dup("principal", p.name, ("principals", i, "name"))):
+            return problem
+        for j, role in enumerate(p.graph_app_roles):
+            if role not in GRAPH_APP_ROLES:
+                return ("principals", i, "graph_app_roles", j), f"unknown Graph app role {role!r}"
+    names = _Names(spec)
+    if spec.operator not in names.principals:
+        return ("operator",), f"operator {spec.operator!r} is not one of the principals"
+    for si, sub in enumerate(spec.subscriptions):
+        if (problem := dup("subscription", sub.name, ("subscriptions", si, "name"))):
+            return problem
+        for ri, rg in enumerate(sub.resource_groups):
+            base: Loc = ("subscriptions", si, "resource_groups", ri)
+            if (problem := dup(f"resource group in {sub.name}", rg.name, (*base, "name"))):
+                return problem
+            for ui, uai in enumerate(rg.user_assigned_identities):
+                if (problem := dup("user-assigned identity", uai,
+                                   (*base, "user_assigned_identities", ui))):
+                    return problem
+            for ki, kv in enumerate(rg.key_vaults):
+                if (problem := dup("key vault", kv.name, (*base, "key_vaults", ki, "name"))):
+                    return problem
+                for name, value in kv.secrets.items():
+                    for m in iter_references(value):
+                        if names.field_value(m.group(1), m.group(2).split("[")[0],
+                                             m.group(3)) is None:
+                            return (*base, "key_vaults", ki, "secrets", name), (
+                                f"unknown reference @{m.group(1)}.{m.group(2)}")
+                for pi, pol in enumerate(kv.access_policies):
+                    if (msg := names.principal_ref_problem(pol.principal)):
+                        return (*base, "key_vaults", ki, "access_policies", pi, "principal"), msg
+            for qi, server in enumerate(rg.sql_servers):
+                if (problem := dup("SQL server", server.name,
+                                   (*base, "sql_servers", qi, "name"))):
+                    return problem
+                for di, db in enumerate(server.databases):
+                    for ui, user in enumerate(db.users):
+                        if (msg := names.principal_ref_problem(user.principal)):
+                            return (*base, "sql_servers", qi, "databases", di, "users", ui,
+                                    "principal"), msg
+            for ti, site in enumerate(rg.sites):
+                sbase: Loc = (*base, "sites", ti)
+                if (problem := dup("site", site.name, (*sbase, "name"))):
+                    return problem
+                targets: list[tuple[Loc, SiteSpec | SlotSpec]] = [(sbase, site)] + [
+                    ((*sbase, "slots", k), slot) for k, slot in enumerate(site.slots)
+                ]
+                slot_names: set[str] = set()
+                for k, slot in enumerate(site.slots):
+                    if slot.name.lower() in slot_names:
+                        return (*sbase, "slots", k, "name"), f"duplicate slot name {slot.name!r}"
+                    slot_names.add(slot.name.lower())
+                for loc, target in targets:
+                    if (msg := _identity_problem(target.identity, names)):
+                        return (*loc, "identity"), msg
+                    kvri = target.key_vault_reference_identity
+                    if kvri is not None and kvri not in names.uais:
+                        return (*loc, "key_vault_reference_identity"), (
+                            f"unknown user-assigned identity {kvri!r}")
+                    values = [((*loc, "app_settings", k), v)
+                              for k, v in target.app_settings.items()]
+                    values += [((*loc, "connection_strings", k, "value"), c.value)
+                               for k, c in target.connection_strings.items()]
+                    for vloc, value in values:
+                        for m in iter_references(value):
+                            fld = m.group(2).split("[")[0]
+                            if names.field_value(m.group(1), fld, m.group(3)) is None:
+                                return vloc, f"unknown reference @{m.group(1)}.{m.group(2)}"
+                    for ni, need in enumerate(target.needs):
+                        if (msg := _need_problem(need, names, target)):
+                            return (*loc, "needs", ni), msg
+    for ai, ra in enumerate(spec.role_assignments):
+        loc = ("role_assignments", ai)
+        if (msg := names.principal_ref_problem(ra.principal)):
+            return (*loc, "principal"), msg
+        if ra.role.lower() not in ROLES_BY_NAME and ra.role.lower() not in ROLES_BY_ID:
+            return (*loc, "role"), f"unknown role {ra.role!r}"
+        if (msg := _scope_problem(names.scope(ra.scope), names)):
+            return (*loc, "scope"), msg
+    return None
+
+
+def _identity_problem(identity: IdentitySpec, names: _Names) -> str | None:
+    if isinstance(identity, list):
+        for name in identity:
+            if name != "system" and name not in names.uais:
+                return f"unknown user-assigned identity {name!r}"
+    return None
+
+
+def _need_problem(need: NeedSpec, names: _Names, target: SiteSpec | SlotSpec) -> str | None:
+    if need.key_vault_secret is not None:
+        vault, secret = need.key_vault_secret.split("/")
+        if vault not in names.vaults:
+            return f"unknown key vault {vault!r}"
+        kv = next(k for s in names.spec.subscriptions for rg in s.resource_groups
+                  for k in rg.key_vaults if k.name == vault)
+        if secret not in kv.secrets:
+            return f"key vault {vault!r} has no secret {secret!r}"
+    if need.role_action is not None and need.scope is not None:
+        return _scope_problem(names.scope(need.scope), names)
+    if need.graph_app_role is not None and need.graph_app_role not in GRAPH_APP_ROLES:
+        return f"unknown Graph app role {need.graph_app_role!r}"
+    if need.sql is not None and need.sql not in target.connection_strings \
+            and need.sql not in target.app_settings:
+        return f"no connection string or app setting named {need.sql!r}"
+    if need.setting is not None and need.setting not in target.app_settings:
+        return f"no app setting named {need.setting!r}"
+    return None
+
+
+def _scope_problem(scope: str, names: _Names) -> str | None:
+    m = _SUB_IN_SCOPE.match(scope)
+    if not scope.startswith("/subscriptions/") or m is None:
+        return f"scope {scope!r} does not start with /subscriptions/<name or id>"
+    if m.group(1) not in names.subscriptions.values():
+        return f"scope {scope!r} names an unknown subscription"
+    return None
+
+
+def build_tenant(spec: EstateSpec) -> Tenant:
+    """A live tenant from a validated estate (run `check_references` first: load_estate does)."""
+    names = _Names(spec)
+    tenant = Tenant(str(spec.tenant.id), spec.tenant.domain, spec.operator)
+    far = datetime(2099, 12, 31, tzinfo=timezone.utc)
+    epoch = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for p in spec.principals:
+        app = Application(names.app_object_id(p.name), names.app_id(p.name), p.name)
+        for i, s in enumerate(p.secrets):
+            app.passwords.append(PasswordCredential(
+                str(s.key_id or derive_id("secret", f"{p.name}#{i}")),
+                names.secret_values[p.name][i],
+                s.display_name, _dt(s.start, epoch), _dt(s.expires, far)))
+        tenant.applications[app.object_id] = app
+        sp = ServicePrincipal(names.sp_object_id(p.name), app.app_id, p.name,
+                              account_enabled=p.enabled)
+        tenant.service_principals[sp.object_id] = sp
+        tenant.names[p.name] = sp.object_id
+        for role in p.graph_app_roles:
+            _grant_graph(tenant, sp.object_id, role)
+    for sub in spec.subscriptions:
+        sid = names.subscriptions[sub.name]
+        tenant.subscriptions[sid] = Subscription(
+            sid, sub.name, {rg.name.lower(): rg.name for rg in sub.resource_groups})
+        for rg in sub.resource_groups:
+            for uai_name in rg.user_assigned_identities:
+                uai = tenant.create_identity(sid, rg.name, uai_name, rg.location, delayed=False)
+                tenant.names[uai_name] = uai.principal_id
+            for server in rg.sql_servers:
+                tenant.sql_servers[server.name.lower()] = SqlServer(
+                    sid, rg.name, server.name,
+                    {d.name.lower(): SqlDatabase(server.name, d.name) for d in server.databases})
+            for site in rg.sites:
+                tenant.sites[site.name.lower()] = _build_site(tenant, names, sid, rg.name,
+                                                              rg.location, site)
+    for sub in spec.subscriptions:
+        sid = names.subscriptions[sub.name]
+        for rg in sub.resource_groups:
+            for kv in rg.key_vaults:
+                tenant.vaults[kv.name.lower()] = KeyVault(
+                    sid, rg.name, kv.name, rg.location, kv.rbac,
+                    [AccessPolicy(tenant.names[a.principal], list(a.secrets), list(a.keys),
+                                  list(a.certificates)) for a in kv.access_policies],
+                    {k: names.substitute(v) for k, v in kv.secrets.items()})
+            for server in rg.sql_servers:
+                for db in server.databases:
+                    target = tenant.sql_servers[server.name.lower()].databases[db.name.lower()]
+                    for user in db.users:
+                        target.users[tenant.names[user.principal]] = list(user.roles)
+    for ra in spec.role_assignments:
+        role = tenant.role_named(ra.role)
+        assert role is not None  # check_references saw to it
+        scope = names.scope(ra.scope)
+        pid = tenant.names[ra.principal]
+        name = role_assignment_name(scope, pid, role.id)
+        tenant.role_assignments[name] = RoleAssignment(name, scope, role.id, pid)
+    return tenant
+
+
+def role_assignment_name(scope: str, principal_id: str, role_id: str) -> str:
+    """Deterministic assignment name, as AZURE-FACTS.md recommends: uuid5(scope, principal, role)."""
+    return str(uuid.uuid5(NAMESPACE, f"{scope.lower()}|{principal_id.lower()}|{role_id.lower()}"))
+
+
+def _grant_graph(tenant: Tenant, principal_id: str, role: str) -> None:
+    rid = GRAPH_APP_ROLES[role]
+    aid = derive_id("app-role-assignment", f"{principal_id}|{rid}")
+    tenant.app_role_assignments[aid] = AppRoleAssignment(aid, principal_id,
+                                                         tenant.graph_sp.object_id, rid)
+
+
+def _build_site(tenant: Tenant, names: _Names, sid: str, rg: str, location: str,
+                site: SiteSpec) -> WebApp:
+    def make(target: SiteSpec | SlotSpec, slot: str | None) -> WebApp:
+        app = WebApp(
+            subscription_id=sid, resource_group=rg, site_name=site.name, slot_name=slot,
+            kind=site.kind, location=site.location or location,
+            code=(target.code or site.code) if isinstance(target, SlotSpec) else site.code,
+            health_path=target.health_path or site.health_path,
+            app_settings={k: names.substitute(v) for k, v in target.app_settings.items()},
+            connection_strings={k: ConnectionString(c.type, names.substitute(c.value))
+                                for k, c in target.connection_strings.items()},
+            needs=list(target.needs),
+        )
+        identity = target.identity
+        uai_names: list[str] = []
+        system = identity in ("system", "both")
+        if isinstance(identity, list):
+            system = "system" in identity
+            uai_names = [n for n in identity if n != "system"]
+        elif identity == "both":
+            uai_names = [n for n, (s, g, _) in names.uais.items() if s == sid and g == rg]
+        app.identity.user_assigned = [names.uai_resource_id(n) for n in uai_names]
+        if system:
+            oid = tenant.enable_system_identity(app, delayed=False)
+            tenant.names[app.display] = oid
+        if target.key_vault_reference_identity:
+            app.key_vault_reference_identity = names.uai_resource_id(
+                target.key_vault_reference_identity)
+        return app
+
+    main = make(site, None)
+    tenant.identity_header_for(main.id)
+    main.sticky_app_settings = list(site.slot_settings)
+    for slot in site.slots:
+        main.slots[slot.name.lower()] = make(slot, slot.name)
+        tenant.identity_header_for(main.slots[slot.name.lower()].id)
+    return main
