@@ -6,6 +6,7 @@ Library errors arrive typed; each becomes one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -81,17 +82,33 @@ def sim_serve(
         from migrator.sim.server import SimEndpoints
 
         assert isinstance(endpoints, SimEndpoints)
-        out.print(f"# migrator.sim serving {estate} at {endpoints.base_url}", highlight=False)
+        print(f"# migrator.sim serving {estate} at {endpoints.base_url}")
         for name, value in endpoints.environment().items():
-            print(f"export {name}={value}")
-        out.print("# Ctrl-C stops it.", highlight=False)
-        sys.stdout.flush()
+            print(f"export {name}={shlex.quote(value)}")
+        print("# Ctrl-C stops it.", flush=True)
 
     try:
         server.serve_forever(on_ready=ready)
     except OSError as exc:
         fail(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}")
     err.print("migrator.sim stopped.")
+
+
+@app.command()
+def demo(
+    estate: Annotated[Path | None, typer.Option(
+        help="Estate to use instead of the bundled sample tenant.")] = None,
+) -> None:
+    """Run the tool against the built-in simulated tenant and show what it sees."""
+    from migrator.demo import run_demo
+    from migrator.report.terminal import render_demo
+
+    try:
+        with out.status("starting the simulated tenant…") as status:
+            result = run_demo(estate, progress=lambda msg: status.update(msg))
+    except (EstateError, CloudError) as exc:
+        fail(str(exc))
+    render_demo(result, out)
 
 
 def main() -> None:

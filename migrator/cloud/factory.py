@@ -8,6 +8,7 @@ profile and nothing else.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -100,8 +101,12 @@ class ClientFactory:
             self.credential, scopes=[self.profile.graph_scope],
             allowed_hosts=[self.profile.graph_host],
         )
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=self.profile.ca_bundle)
+            if self.profile.ca_bundle else True
+        )
         http = GraphClientFactory.create_with_default_middleware(
-            client=httpx.AsyncClient(verify=self.profile.ca_bundle or True, timeout=60.0)
+            client=httpx.AsyncClient(verify=verify, timeout=60.0)
         )
         adapter = GraphRequestAdapter(auth, client=http)
         adapter.base_url = self.profile.graph_base_url

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -184,6 +185,13 @@ class SimServer:
             task = asyncio.create_task(server.serve(sockets=[self._sock] if self._sock else None))
             while not server.started and not task.done():
                 await asyncio.sleep(0.01)
+            # Our own handlers: uvicorn's would re-raise the signal after shutdown, killing the
+            # process with it instead of letting the command end with exit code 0.
+            def stop(signum: int, frame: object) -> None:
+                server.should_exit = True
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, stop)
             if server.started and on_ready is not None:
                 on_ready(self.endpoints)
             await task

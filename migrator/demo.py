@@ -1,0 +1,77 @@
+"""`migrator demo`: the tool against the built-in simulated tenant, start to finish.
+
+Starts `migrator.sim` in process on the bundled sample estate and runs the same code path as
+against Azure (only the cloud profile differs). For now it shows what the tool sees: the
+subscriptions the operator can read, every site and slot with its identity and the names of its
+settings, and the simulator's independent verdict on each app's health. Later stages (scan,
+plan, migrate) extend it.
+"""
+
+from __future__ import annotations
+
+import ssl
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import httpx
+
+from migrator.cloud.factory import ClientFactory, secret_credential
+from migrator.cloud.profiles import load_profile
+from migrator.cloud.records import SiteRecord, SubscriptionRecord
+from migrator.cloud.web import WebAdapter
+
+
+@dataclass(frozen=True)
+class SiteView:
+    site: SiteRecord
+    app_setting_names: tuple[str, ...]
+    connection_string_names: tuple[str, ...]
+    healthy: bool
+    credential: str  # how the app signs in now, as the simulator's runtime resolved it
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    estate: str
+    base_url: str
+    subscriptions: tuple[SubscriptionRecord, ...]
+    sites: tuple[SiteView, ...]
+
+
+def sample_estate() -> Path:
+    """The bundled sample estate (a file inside the installed package)."""
+    return Path(str(resources.files("migrator.sim").joinpath("samples/contoso.yaml")))
+
+
+def run_demo(estate: Path | None = None, *,
+             progress: Callable[[str], None] = lambda _: None) -> DemoResult:
+    from migrator.sim.estate import load_estate
+    from migrator.sim.server import SimServer
+
+    path = estate or sample_estate()
+    spec = load_estate(path)
+    with tempfile.TemporaryDirectory(prefix="migrator-demo-") as state_dir, \
+            SimServer(spec, Path(state_dir)) as endpoints:
+        progress(f"simulated tenant {endpoints.tenant_id} at {endpoints.base_url}")
+        profile = load_profile(str(endpoints.profile_path))
+        credential = secret_credential(profile, endpoints.tenant_id,
+                                       endpoints.operator_client_id, endpoints.operator_secret)
+        with ClientFactory(profile, credential) as factory, httpx.Client(
+                base_url=endpoints.base_url,
+                verify=ssl.create_default_context(cafile=str(endpoints.ca_bundle))) as sim:
+            web = WebAdapter(factory)
+            subscriptions = web.subscriptions()
+            views: list[SiteView] = []
+            for sub in subscriptions:
+                progress(f"reading sites in {sub.name}")
+                for site in web.sites(sub.id):
+                    settings, strings = web.setting_names(site)
+                    slot = f"/slots/{site.slot}" if site.slot else ""
+                    probe = sim.get(f"/_sites/{site.name}{slot}/healthz").json()
+                    views.append(SiteView(site, tuple(settings), tuple(strings),
+                                          probe.get("status") == "healthy",
+                                          str(probe.get("credential", "?"))))
+        return DemoResult(str(path), endpoints.base_url, tuple(subscriptions), tuple(views))

@@ -1,0 +1,120 @@
+"""`migrator sim serve` and `migrator demo` as a user runs them: real processes, real SDKs."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from migrator.cli import app
+from migrator.cloud.factory import ClientFactory, make_credential
+from migrator.cloud.profiles import load_profile
+from migrator.sim.state import generate_client_secret
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+def _start(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "migrator", "sim", "serve", *args,
+         "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=os.environ | {"COLUMNS": "200"},
+    )
+    assert proc.stdout is not None
+    exports: dict[str, str] = {}
+    watchdog = threading.Timer(60, proc.kill)  # a hung start fails the test, not the run
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").strip().partition("=")
+                exports[name] = shlex.split(value)[0]
+            if "Ctrl-C" in line:
+                return proc, exports
+    finally:
+        watchdog.cancel()
+    proc.kill()
+    raise AssertionError(f"simulator did not start: {proc.stderr.read() if proc.stderr else ''}")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_serve_prints_exports_that_point_the_sdks_at_it_and_stops_cleanly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: signal.Signals) -> None:
+    proc, exports = _start(["--estate", str(FIXTURES / "small.yaml")], tmp_path)
+    try:
+        assert set(exports) >= {"MIGRATOR_CLOUD_PROFILE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE",
+                                "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"}
+        for name, value in exports.items():
+            monkeypatch.setenv(name, value)
+        # What a user does after `eval $(migrator sim serve ...)`: DefaultAzureCredential.
+        profile = load_profile(exports["MIGRATOR_CLOUD_PROFILE"])
+        with ClientFactory(profile, make_credential(profile)) as factory:
+            names = [s.display_name for s in factory.subscriptions().subscriptions.list()]
+        assert names == ["prod"]
+    finally:
+        proc.send_signal(stop)
+        try:
+            code = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0
+    assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+
+
+def test_serve_refuses_a_malformed_estate_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((FIXTURES / "small.yaml").read_text().replace(
+        "role: Owner", "role: Overlord"))
+    result = subprocess.run(
+        [sys.executable, "-m", "migrator", "sim", "serve", "--estate", str(bad)],
+        capture_output=True, text=True, timeout=60, env=os.environ | {"COLUMNS": "300"})
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert str(bad) in lines[0] and "unknown role 'Overlord'" in lines[0]
+    assert "role_assignments[0].role" in lines[0]
+
+
+def test_serve_refuses_a_bad_fault_spec(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["sim", "serve", "--estate", str(FIXTURES / "small.yaml"),
+                                      "--fault", "arm:teapot=0.5"])
+    assert result.exit_code == 2
+    assert "fault kind 'teapot'" in result.output
+
+
+def test_demo_shows_apps_and_never_a_secret(tmp_path: Path) -> None:
+    secrets = [generate_client_secret() for _ in range(6)]
+    text = (FIXTURES / "small.yaml").read_text()
+    for i, name in enumerate(["migrator-operator", "orders-sp", "reports-sp", "disabled-sp",
+                              "reader-sp", "nobody-sp"]):
+        text = text.replace(f"  - name: {name}\n    secrets: [{{}}",
+                            f"  - name: {name}\n    secrets: [{{value: \"{secrets[i]}\"}}", 1)
+    assert all(s in text for s in secrets)
+    estate = tmp_path / "estate.yaml"
+    estate.write_text(text)
+    result = CliRunner().invoke(app, ["demo", "--estate", str(estate)],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for name in ("orders-api", "orders-api/staging", "reports-fn", "AZURE_CLIENT_SECRET"):
+        assert name in result.output
+    assert "dev-api" not in result.output  # the operator holds no role in "dev"
+    for secret in secrets:
+        assert secret not in result.output
+        assert secret[:12] not in result.output
+
+
+def test_demo_bad_estate_exit_2(tmp_path: Path) -> None:
+    estate = tmp_path / "e.yaml"
+    estate.write_text("tenant: [")
+    result = CliRunner().invoke(app, ["demo", "--estate", str(estate)])
+    assert result.exit_code == 2
+    assert "bad YAML" in result.output

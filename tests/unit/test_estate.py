@@ -1,0 +1,130 @@
+"""The estate file is a contract: valid files load the same tenant every time, and every
+malformed file is refused in one line naming the file, the place and the problem."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from migrator.sim.estate import EstateError, load_estate, parse_estate
+from migrator.sim.state import build_tenant, derive_id
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+SAMPLE = Path(__file__).parents[2] / "migrator" / "sim" / "samples" / "contoso.yaml"
+ENTRA_SECRET = re.compile(r"[a-zA-Z0-9_~.-]{3}\dQ~[a-zA-Z0-9_~.-]{31,34}")
+
+BASE = """\
+tenant: {id: 6f1c3b0e-0000-4000-8000-000000000001}
+operator: op
+principals:
+  - name: op
+    secrets: [{}]
+  - name: app-sp
+    secrets: [{}]
+subscriptions:
+  - name: prod
+    resource_groups:
+      - name: rg
+        sites:
+          - name: web
+            app_settings: {AZURE_CLIENT_ID: "@app-sp.app_id", AZURE_CLIENT_SECRET: "@app-sp.secrets[0]"}
+role_assignments:
+  - {principal: op, role: Owner, scope: /subscriptions/prod}
+"""
+
+
+@pytest.mark.parametrize("path", [FIXTURES / "small.yaml", SAMPLE])
+def test_shipped_estates_load(path: Path) -> None:
+    spec = load_estate(path)
+    tenant = build_tenant(spec)
+    assert tenant.operator == spec.operator
+    assert list(tenant.webapps())
+
+
+def test_ids_are_deterministic_and_secrets_fresh() -> None:
+    first, second = build_tenant(parse_estate(BASE)), build_tenant(parse_estate(BASE))
+    assert first.names == second.names
+    app_id = derive_id("app", "app-sp")
+    assert first.sites["web"].app_settings["AZURE_CLIENT_ID"] == app_id
+    one = first.sites["web"].app_settings["AZURE_CLIENT_SECRET"]
+    two = second.sites["web"].app_settings["AZURE_CLIENT_SECRET"]
+    assert ENTRA_SECRET.fullmatch(one) and ENTRA_SECRET.fullmatch(two)
+    assert one != two  # generated per load, never stored in a file
+    app = first.app_by_app_id(app_id)
+    assert app is not None and app.passwords[0].secret == one
+
+
+def test_subscription_names_in_scopes_become_ids() -> None:
+    tenant = build_tenant(parse_estate(BASE))
+    (assignment,) = tenant.role_assignments.values()
+    sub_id = derive_id("subscription", "prod")
+    assert assignment.scope == f"/subscriptions/{sub_id}"
+
+
+BAD = [
+    ("bad YAML", BASE.replace("principals:", "principals: [", 1), r"line \d+.*bad YAML"),
+    ("unknown reference", BASE.replace("@app-sp.app_id", "@ghost-sp.app_id"),
+     r"line 14, subscriptions\[0\].resource_groups\[0\].sites\[0\].app_settings"
+     r".AZURE_CLIENT_ID: unknown reference @ghost-sp.app_id"),
+    ("secret index out of range", BASE.replace("secrets[0]", "secrets[3]"),
+     r"unknown reference @app-sp.secrets\[3\]"),
+    ("unknown role", BASE.replace("role: Owner", "role: Overlord"),
+     r"line 16, role_assignments\[0\].role: unknown role 'Overlord'"),
+    ("duplicate principal", BASE.replace("name: app-sp", "name: op"),
+     r"principals\[1\].name: duplicate principal name 'op'"),
+    ("duplicate key", BASE.replace("operator: op", "operator: op\noperator: op"),
+     r"key 'operator' given twice"),
+    ("operator missing", BASE.replace("operator: op", "operator: nobody"),
+     r"operator: operator 'nobody' is not one of the principals"),
+    ("unknown field", BASE.replace("kind_placeholder", "").replace(
+        "          - name: web\n", "          - name: web\n            colour: blue\n"),
+     r"sites\[0\].colour: Extra inputs are not permitted"),
+    ("bad kind", BASE.replace("          - name: web\n",
+                              "          - name: web\n            kind: vm\n"),
+     r"sites\[0\].kind: kind is app or functionapp"),
+    ("unknown graph role", BASE.replace("    secrets: [{}]\n  - name: app-sp",
+                                        "    graph_app_roles: [Fly.All]\n  - name: app-sp"),
+     r"principals\[0\].graph_app_roles\[0\]: unknown Graph app role 'Fly.All'"),
+    ("scope with unknown subscription", BASE.replace("scope: /subscriptions/prod",
+                                                     "scope: /subscriptions/qa"),
+     r"role_assignments\[0\].scope: scope '/subscriptions/qa' names an unknown subscription"),
+    ("not a mapping", "- just\n- a list\n", r"the estate is a YAML mapping"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), BAD, ids=[b[0] for b in BAD])
+def test_malformed_estates_get_one_line_naming_file_place_problem(
+        case: str, text: str, expected: str) -> None:
+    with pytest.raises(EstateError) as info:
+        parse_estate(text, "estate.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("estate.yaml: ")
+    assert re.search(expected, message), message
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(EstateError, match=r"missing.yaml: cannot read"):
+        load_estate(tmp_path / "missing.yaml")
+
+
+def test_need_must_name_one_kind() -> None:
+    text = BASE.replace(
+        '            app_settings:',
+        '            needs: [{graph_app_role: User.Read.All, sql: Db}]\n            app_settings:')
+    with pytest.raises(EstateError, match=r"needs\[0\].*exactly one of"):
+        parse_estate(text, "e.yaml")
+
+
+def test_identity_forms() -> None:
+    text = BASE.replace("      - name: rg\n", "      - name: rg\n        user_assigned_identities: [id-a]\n")
+    for identity, expected in [("system", "SystemAssigned"), ("[id-a]", "UserAssigned"),
+                               ("both", "SystemAssigned, UserAssigned"),
+                               ("[system, id-a]", "SystemAssigned, UserAssigned"),
+                               ("none", "None")]:
+        estate = text.replace("          - name: web\n",
+                              f"          - name: web\n            identity: {identity}\n")
+        tenant = build_tenant(parse_estate(estate))
+        assert tenant.sites["web"].identity.type == expected, identity
