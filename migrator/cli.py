@@ -64,9 +64,9 @@ def sim_serve(
         help="Seconds a new managed identity stays unknown to RBAC and Graph.")] = 0.0,
 ) -> None:
     """Serve an estate over HTTPS on 127.0.0.1 until SIGINT/SIGTERM."""
+    from migrator.sim.estate import load_estate
     from migrator.sim.faults import FaultConfig, FaultError
     from migrator.sim.server import SimServer
-    from migrator.sim.estate import load_estate
 
     try:
         spec = load_estate(estate)
@@ -105,7 +105,7 @@ def demo(
 
     try:
         with out.status("starting the simulated tenant…") as status:
-            result = run_demo(estate, progress=lambda msg: status.update(msg))
+            result = run_demo(estate, progress=status.update)
     except (EstateError, CloudError) as exc:
         fail(str(exc))
     render_demo(result, out)

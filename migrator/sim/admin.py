@@ -119,15 +119,15 @@ _DROP = re.compile(r"^DROP\s+USER\s+(?:IF\s+EXISTS\s+)?\[(?P<name>[^\]]+)\]$", r
 
 def run_tsql(tenant: Tenant, server: str, database: str, script: str) -> list[str]:
     """The subset of T-SQL a migration plan generates for contained Entra users."""
-    srv = tenant.sql_servers.get(server.split(".")[0].lower())
+    srv = tenant.sql_servers.get(server.split(".", maxsplit=1)[0].lower())
     db = srv.databases.get(database.lower()) if srv else None
     if srv is None or db is None:
         raise SimError(404, "DatabaseNotFound", f"Database '{server}/{database}' not found.")
     users_by_name: dict[str, str] = {}
-    for oid in db.users:
-        sp = tenant.service_principals.get(oid)
-        if sp is not None:
-            users_by_name[sp.display_name.lower()] = oid
+    for user_oid in db.users:
+        user = tenant.service_principals.get(user_oid)
+        if user is not None:
+            users_by_name[user.display_name.lower()] = user_oid
     done = []
     for raw in script.split(";"):
         statement = " ".join(raw.split())
@@ -141,19 +141,18 @@ def run_tsql(tenant: Tenant, server: str, database: str, script: str) -> list[st
             db.users[sp.object_id] = []
             users_by_name[m.group("name").lower()] = sp.object_id
         elif (m := _ROLE.match(statement)) is not None:
-            oid = users_by_name.get(m.group("name").lower())
-            if oid is None:
+            member = users_by_name.get(m.group("name").lower())
+            if member is None:
                 raise SimError(400, "15151", f"Cannot add the principal '{m.group('name')}', "
                                "because it does not exist or you do not have permission.")
-            roles = db.users[oid]
+            roles = db.users[member]
             if m.group("op").upper() == "ADD" and m.group("role") not in roles:
                 roles.append(m.group("role"))
             elif m.group("op").upper() == "DROP" and m.group("role") in roles:
                 roles.remove(m.group("role"))
         elif (m := _DROP.match(statement)) is not None:
-            oid = users_by_name.pop(m.group("name").lower(), None)
-            if oid is not None:
-                db.users.pop(oid, None)
+            dropped = users_by_name.pop(m.group("name").lower(), "")
+            db.users.pop(dropped, None)
         else:
             raise SimError(400, "102", f"Incorrect syntax or unsupported statement: "
                            f"{statement[:60]!r}")

@@ -439,7 +439,7 @@ class Arm:
     async def get_uai(self, call: Call) -> Response:
         self.authorize(call, "Microsoft.ManagedIdentity/userAssignedIdentities/read",
                        self.uai_scope(call))
-        sid, rg = self.resource_group(call)
+        _, rg = self.resource_group(call)
         uai = self.t.identities.get(self.uai_scope(call).lower())
         if uai is None:
             raise self._not_found("Microsoft.ManagedIdentity/userAssignedIdentities",
@@ -463,7 +463,7 @@ class Arm:
         uai = self.t.identities.pop(self.uai_scope(call).lower(), None)
         if uai is None:
             return Response(status_code=204)
-        self.t.service_principals.pop(uai.principal_id, None)
+        self.t.delete_service_principal(uai.principal_id)
         for app in self.t.webapps():
             app.identity.user_assigned = [r for r in app.identity.user_assigned
                                           if r.lower() != uai.id.lower()]
@@ -701,11 +701,6 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
             params = {k: v for k, v in mt.groupdict().items() if v is not None}
             call = Call(request, caller, params, dict(request.query_params),
                         await request.body())
-            gate = ctx.extras.get("arm_gate")
-            if gate is not None:
-                refused = await gate(call)
-                if refused is not None:
-                    return refused
             with ctx.tenant.lock:
                 response = await handler(call)
         except SimError as err:

@@ -26,12 +26,13 @@ MI_API_VERSION = "2019-08-01"
 def _aad_error(err: SimError, tenant: Tenant) -> Response:
     code = int(err.message.split(":")[0].removeprefix("AADSTS") or 0) if \
         err.message.startswith("AADSTS") else 0
+    now = datetime.now(timezone.utc)
     body = {
         "error": err.code,
         "error_description": f"{err.message} Trace ID: {uuid.uuid4()} Correlation ID: "
-                             f"{uuid.uuid4()} Timestamp: {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%SZ}",
+                             f"{uuid.uuid4()} Timestamp: {now:%Y-%m-%d %H:%M:%SZ}",
         "error_codes": [code] if code else [],
-        "timestamp": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%SZ}",
+        "timestamp": f"{now:%Y-%m-%d %H:%M:%SZ}",
         "trace_id": str(uuid.uuid4()), "correlation_id": str(uuid.uuid4()),
     }
     return JSONResponse(body, status_code=err.status)
@@ -39,7 +40,7 @@ def _aad_error(err: SimError, tenant: Tenant) -> Response:
 
 def resource_from_scope(scope: str) -> str:
     """`https://management.azure.com/.default` -> `https://management.azure.com/`."""
-    first = scope.split()[0] if scope.split() else ""
+    first = scope.split(maxsplit=1)[0] if scope.split() else ""
     return first.removesuffix(".default") or first
 
 

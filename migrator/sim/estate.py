@@ -214,8 +214,9 @@ def _compose(text: str) -> tuple[Any, dict[Loc, int]]:
                 key = loader.construct_object(k, deep=True)
                 if key in out:
                     raise EstateError(f"line {k.start_mark.line + 1}: key {key!r} given twice")
-                out[key] = walk(v, (*loc, key))
-                lines[(*loc, key)] = k.start_mark.line + 1
+                here = (*loc, key)
+                out[key] = walk(v, here)
+                lines[here] = k.start_mark.line + 1
             return out
         if isinstance(n, yaml.SequenceNode):
             return [walk(v, (*loc, i)) for i, v in enumerate(n.value)]

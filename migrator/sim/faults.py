@@ -52,7 +52,7 @@ class FaultConfig:
                  throttle_scale: float = 1.0) -> FaultConfig:
         config = cls(latency_ms=latency_ms, jitter_ms=jitter_ms, throttle_scale=throttle_scale)
         for spec in specs:
-            m = re.fullmatch(r"(\w+):(\w+)=([0-9.]+)", spec.strip())
+            m = re.fullmatch(r"(\w+):(\w+)=([0-9]*\.?[0-9]+)", spec.strip())
             if m is None:
                 raise FaultError(f"fault {spec!r}: write SERVICE:KIND=RATE, e.g. arm:429=0.05")
             config.set_rate(m.group(1), m.group(2), float(m.group(3)))
@@ -70,7 +70,16 @@ class FaultConfig:
         self.rates.setdefault(service, {})[kind] = rate
 
     def update(self, changes: dict[str, Any]) -> None:
-        """Apply a JSON patch from `POST /_sim/faults`; unknown keys are refused."""
+        """Apply a JSON patch from `POST /_sim/faults` all at once, or nothing if any of it is
+        invalid; unknown keys are refused."""
+        trial = FaultConfig(**{k: getattr(self, k) for k in (
+            "latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed")},
+            rates={k: dict(v) for k, v in self.rates.items()})
+        trial._apply(changes)
+        for key in ("latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed", "rates"):
+            setattr(self, key, getattr(trial, key))
+
+    def _apply(self, changes: dict[str, Any]) -> None:
         known = {"latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed", "rates"}
         unknown = set(changes) - known - {"replication_delay"}
         if unknown:

@@ -191,4 +191,4 @@ def scope_covers(assigned: str, target: str) -> bool:
     """An assignment at `assigned` applies to `target` and everything below it."""
     a = assigned.rstrip("/").lower()
     t = target.rstrip("/").lower()
-    return a == "" or t == a or t.startswith(a + "/")
+    return a in ("", t) or t.startswith(a + "/")

@@ -43,7 +43,9 @@ class Health:
 
     @property
     def healthy(self) -> bool:
-        return self.principal_id is not None and all(n.ok for n in self.needs)
+        """Every need succeeds. Needs that use the app's own credential fail without one; an
+        app that only reads platform-resolved Key Vault references needs none."""
+        return all(n.ok for n in self.needs)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -67,11 +69,11 @@ def parse_kv_reference(value: str) -> tuple[str, str] | None:
     if body.lower().startswith("secreturi="):
         uri = SECRET_URI.match(body.split("=", 1)[1].strip())
         return (uri.group("vault"), uri.group("name")) if uri else None
-    parts = dict(
-        (k.strip().lower(), v.strip())
+    parts = {
+        k.strip().lower(): v.strip()
         for k, _, v in (p.partition("=") for p in body.split(";") if "=" in p)
-    )
-    if "vaultname" in parts and "secretname" in parts:
+    }
+    if parts.get("vaultname") and parts.get("secretname"):
         return parts["vaultname"], parts["secretname"]
     return None
 
@@ -148,6 +150,10 @@ class Runtime:
         """DefaultAzureCredential: EnvironmentCredential when the trio is complete (its failure
         ends the chain), else ManagedIdentityCredential(client_id=AZURE_CLIENT_ID)."""
         if all(settings.get(k) for k in TRIO):
+            tenant = settings["AZURE_TENANT_ID"].strip().lower()
+            if tenant not in (self.t.id.lower(), self.t.domain.lower()):
+                raise CredentialFailure(
+                    f"EnvironmentCredential: AADSTS90002: Tenant '{tenant}' not found")
             sp = self.sign_in_with_secret(settings["AZURE_CLIENT_ID"],
                                           settings["AZURE_CLIENT_SECRET"])
             return sp, f"EnvironmentCredential (client secret of {sp.display_name})"

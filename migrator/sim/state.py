@@ -384,8 +384,16 @@ class Tenant:
     def disable_system_identity(self, app: WebApp) -> None:
         oid = app.identity.system_principal_id
         if oid:
-            self.service_principals.pop(oid, None)
+            self.delete_service_principal(oid)
             app.identity.system_principal_id = None
+
+    def delete_service_principal(self, object_id: str) -> None:
+        """Entra deletes a principal's app-role assignments with it; ARM role assignments stay
+        behind, orphaned ("Identity not found"), as in Azure."""
+        self.service_principals.pop(object_id, None)
+        for key in [k for k, a in self.app_role_assignments.items()
+                    if object_id in (a.principal_id, a.resource_id)]:
+            del self.app_role_assignments[key]
 
     def create_identity(self, subscription_id: str, resource_group: str, name: str,
                         location: str, *, delayed: bool = True) -> UserAssignedIdentity:
@@ -773,17 +781,17 @@ def build_tenant(spec: EstateSpec) -> Tenant:
                     for user in db.users:
                         target.users[tenant.names[user.principal]] = list(user.roles)
     for ra in spec.role_assignments:
-        role = tenant.role_named(ra.role)
-        assert role is not None  # check_references saw to it
+        definition = tenant.role_named(ra.role)
+        assert definition is not None  # check_references saw to it
         scope = names.scope(ra.scope)
         pid = tenant.names[ra.principal]
-        name = role_assignment_name(scope, pid, role.id)
-        tenant.role_assignments[name] = RoleAssignment(name, scope, role.id, pid)
+        name = role_assignment_name(scope, pid, definition.id)
+        tenant.role_assignments[name] = RoleAssignment(name, scope, definition.id, pid)
     return tenant
 
 
 def role_assignment_name(scope: str, principal_id: str, role_id: str) -> str:
-    """Deterministic assignment name, as AZURE-FACTS.md recommends: uuid5(scope, principal, role)."""
+    """Deterministic assignment name (AZURE-FACTS.md): uuid5 of scope, principal and role."""
     return str(uuid.uuid5(NAMESPACE, f"{scope.lower()}|{principal_id.lower()}|{role_id.lower()}"))
 
 
