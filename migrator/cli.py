@@ -94,6 +94,39 @@ def sim_serve(
     err.print("migrator.sim stopped.")
 
 
+@sim_app.command("generate")
+def sim_generate(
+    subscriptions: Annotated[int, typer.Option(min=1, help="How many subscriptions.")] = 1,
+    apps: Annotated[int, typer.Option(min=1, help="How many sites in all.")] = 100,
+    secret_share: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of sites holding a service principal's secret.")] = 0.6,
+    shared_principals: Annotated[int, typer.Option(
+        min=0, help="Principals each used by several sites.")] = 0,
+    slots: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of sites with a staging slot.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Same seed, same estate, byte for byte.")] = 0,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write here instead of standard output.")] = None,
+) -> None:
+    """Write a large, valid estate for benchmarks and load tests (no secret text in it)."""
+    from migrator.sim.generate import render_estate_yaml
+
+    try:
+        text = render_estate_yaml(subscriptions=subscriptions, apps=apps,
+                                  secret_share=secret_share,
+                                  shared_principals=shared_principals, slots=slots, seed=seed)
+    except ValueError as exc:
+        fail(str(exc))
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"{output}: cannot write: {exc.strerror or exc}")
+    err.print(f"wrote {output} ({len(text.encode()):,} bytes, {apps} apps)", highlight=False)
+
+
 @app.command()
 def demo(
     estate: Annotated[Path | None, typer.Option(
@@ -103,12 +136,13 @@ def demo(
     from migrator.demo import run_demo
     from migrator.report.terminal import render_demo
 
+    console = Console()  # made per run: it reads the terminal's width (COLUMNS) when built
     try:
-        with out.status("starting the simulated tenant…") as status:
+        with console.status("starting the simulated tenant…") as status:
             result = run_demo(estate, progress=status.update)
     except (EstateError, CloudError) as exc:
         fail(str(exc))
-    render_demo(result, out)
+    render_demo(result, console)
 
 
 def main() -> None:

@@ -102,6 +102,15 @@ class Arm:
                            f"The subscription '{call.params['sub']}' could not be found.")
         return sid
 
+    def listable_subscription(self, call: Call, action: str) -> str:
+        """A list in a subscription is filtered to what the caller may read, but a caller with
+        no role anywhere in it is refused, as ARM does, rather than told 'nothing here'."""
+        sid = self.subscription(call)
+        scope = f"/subscriptions/{sid}"
+        if not self.t.has_any_role_under(call.caller.object_id, scope):
+            raise _forbidden(call.caller, action, scope)
+        return sid
+
     def resource_group(self, call: Call) -> tuple[str, str]:
         sid = self.subscription(call)
         rg = self.t.subscriptions[sid].resource_groups.get(call.params["rg"].lower())
@@ -207,7 +216,7 @@ class Arm:
         }
 
     async def list_sites(self, call: Call) -> Response:
-        sid = self.subscription(call)
+        sid = self.listable_subscription(call, "Microsoft.Web/sites/read")
         rg = call.params.get("rg")
         if rg is not None:
             self.resource_group(call)
@@ -264,7 +273,12 @@ class Arm:
                         "before it is assigned."))
                 action = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
                 if not self.t.can(call.caller.object_id, action, uai.id):
-                    raise _forbidden(call.caller, action, uai.id)
+                    raise SimError(403, "LinkedAuthorizationFailed", (
+                        f"The client '{call.caller.object_id}' has permission to perform action "
+                        f"'Microsoft.Web/sites/write' on scope '{app.id}'; however, it does not "
+                        f"have permission to perform action(s) '{action}' on the linked "
+                        f"scope(s) '{uai.id}' (respectively) or the linked scope(s) are "
+                        "invalid."))
                 keep.append(uai.id)
             if not keep:
                 raise SimError(400, "BadRequest", (
@@ -368,7 +382,7 @@ class Arm:
         return kv
 
     async def list_vaults(self, call: Call) -> Response:
-        sid = self.subscription(call)
+        sid = self.listable_subscription(call, "Microsoft.KeyVault/vaults/read")
         rg = call.params.get("rg")
         if rg is not None:
             self.resource_group(call)
@@ -418,7 +432,7 @@ class Arm:
     def uai_json(self, uai: UserAssignedIdentity) -> dict[str, Any]:
         return {"id": uai.id, "name": uai.name,
                 "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
-                "location": uai.location, "tags": {},
+                "location": uai.location, "tags": dict(uai.tags),
                 "properties": {"tenantId": self.t.id, "principalId": uai.principal_id,
                                "clientId": uai.client_id, "isolationScope": "None"}}
 
@@ -426,7 +440,8 @@ class Arm:
         return call.request.url.path
 
     async def list_uais(self, call: Call) -> Response:
-        sid = self.subscription(call)
+        sid = self.listable_subscription(
+            call, "Microsoft.ManagedIdentity/userAssignedIdentities/read")
         rg = call.params.get("rg")
         if rg is not None:
             self.resource_group(call)
@@ -451,10 +466,21 @@ class Arm:
                        self.uai_scope(call))
         sid, rg = self.resource_group(call)
         body = await call.body()
-        existed = self.uai_scope(call).lower() in self.t.identities
-        uai = self.t.create_identity(sid, rg, call.params["uai"],
-                                     str(body.get("location") or "westeurope"))
-        return _json(self.uai_json(uai), 200 if existed else 201)
+        existing = self.t.identities.get(self.uai_scope(call).lower())
+        if call.request.method == "PATCH":
+            if existing is None:
+                raise self._not_found("Microsoft.ManagedIdentity/userAssignedIdentities",
+                                      call.params["uai"], rg)
+            if isinstance(body.get("tags"), dict):
+                existing.tags = {str(k): str(v) for k, v in body["tags"].items()}
+            return _json(self.uai_json(existing))
+        location = body.get("location")
+        if not location:
+            raise SimError(400, "LocationRequired", "The location property is required for "
+                           "this definition.")
+        uai = self.t.create_identity(sid, rg, call.params["uai"], str(location))
+        uai.tags = {str(k): str(v) for k, v in (body.get("tags") or {}).items()}
+        return _json(self.uai_json(uai), 200 if existing is not None else 201)
 
     async def delete_uai(self, call: Call) -> Response:
         self.authorize(call, "Microsoft.ManagedIdentity/userAssignedIdentities/delete",
@@ -606,7 +632,7 @@ class Arm:
     # -- generic resources (KeyVaultManagementClient.vaults.list uses this)
 
     async def list_resources(self, call: Call) -> Response:
-        sid = self.subscription(call)
+        sid = self.listable_subscription(call, "Microsoft.Resources/subscriptions/resources/read")
         flt = call.query.get("$filter", "")
         m = re.search(r"resourceType\s+eq\s+'([^']+)'", flt, re.IGNORECASE)
         rtype = m.group(1).lower() if m else None

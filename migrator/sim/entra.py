@@ -44,10 +44,18 @@ def resource_from_scope(scope: str) -> str:
     return first.removesuffix(".default") or first
 
 
+# Data-plane audiences app code asks tokens for (Key Vault, Storage, SQL, messaging, Cosmos DB).
+DATA_AUDIENCES = frozenset({
+    "https://vault.azure.net", "https://storage.azure.com", "https://database.windows.net",
+    "https://servicebus.azure.net", "https://eventhubs.azure.net", "https://cosmos.azure.com",
+    "https://ossrdbms-aad.database.windows.net", "https://cognitiveservices.azure.com",
+})
+
+
 def audience_known(resource: str) -> bool:
-    return resource in ARM_AUDIENCES or resource.rstrip("/") in {
-        a.rstrip("/") for a in GRAPH_AUDIENCES
-    } or resource.rstrip("/") in {a.rstrip("/") for a in ARM_AUDIENCES}
+    bare = resource.rstrip("/")
+    return bare in {a.rstrip("/") for a in (*ARM_AUDIENCES, *GRAPH_AUDIENCES)} \
+        or bare in DATA_AUDIENCES
 
 
 def issue_for(ctx: SimContext, sp: ServicePrincipal, resource: str) -> tuple[str, int]:

@@ -6,7 +6,8 @@ plan that copies "Storage Blob Data Reader" by id copies the same role as in Azu
 
 from __future__ import annotations
 
-import fnmatch
+import functools
+import re
 from dataclasses import dataclass
 
 
@@ -29,8 +30,24 @@ class RoleDefinition:
         return any(_match(p, action) for p in allow) and not any(_match(p, action) for p in deny)
 
 
+@functools.lru_cache(maxsize=4096)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """Azure's action wildcards: `*` spans any text, slashes included, and a `*` segment may
+    also be empty, so `…/userAssignedIdentities/*/assign/action` covers
+    `…/userAssignedIdentities/assign/action` and `*/read` covers every read."""
+    parts = pattern.lower().split("/")
+    out = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "*":
+            out += ".*" if last else "(?:.*/)?"
+        else:
+            out += ".*".join(re.escape(p) for p in part.split("*")) + ("" if last else "/")
+    return re.compile(out)
+
+
 def _match(pattern: str, action: str) -> bool:
-    return fnmatch.fnmatchcase(action.lower(), pattern.lower())
+    return _pattern(pattern).fullmatch(action.lower()) is not None
 
 
 _KV_SECRETS = "Microsoft.KeyVault/vaults/secrets"

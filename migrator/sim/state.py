@@ -8,14 +8,18 @@ file gives the same tenant.
 
 from __future__ import annotations
 
+import functools
+import gc
 import re
+import secrets
+import string
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from migrator.sim.estate import EstateSpec, IdentitySpec, Loc, NeedSpec, SiteSpec, SlotSpec
 from migrator.sim.rbac import BUILTIN_ROLES, ROLES_BY_ID, ROLES_BY_NAME, RoleDefinition
@@ -39,6 +43,7 @@ GRAPH_APP_ROLES: dict[str, str] = {
 GRAPH_ROLE_NAMES = {v: k for k, v in GRAPH_APP_ROLES.items()}
 
 
+@functools.lru_cache(maxsize=65536)
 def derive_id(kind: str, name: str) -> str:
     """The deterministic id of an object the estate names but gives no id."""
     return str(uuid.uuid5(NAMESPACE, f"{kind}:{name}"))
@@ -130,6 +135,7 @@ class UserAssignedIdentity:
     location: str
     client_id: str
     principal_id: str
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -248,6 +254,43 @@ class Subscription:
 
 # --- the tenant ------------------------------------------------------------------------------
 
+V = TypeVar("V")
+
+
+class IndexedDict(dict[str, V]):
+    """A dict that also finds its values by a secondary key (case-insensitive), so look-ups
+    by app id or principal id stay O(1) in a tenant of 10,000 apps."""
+
+    def __init__(self, key: Callable[[V], str]) -> None:
+        super().__init__()
+        self._key = key
+        self._index: dict[str, dict[str, V]] = {}
+
+    def __setitem__(self, name: str, value: V) -> None:
+        if name in self:
+            self._unindex(name, self[name])
+        super().__setitem__(name, value)
+        self._index.setdefault(self._key(value).lower(), {})[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        self._unindex(name, self[name])
+        super().__delitem__(name)
+
+    def pop(self, name: str, default: Any = None) -> Any:
+        if name not in self:
+            return default
+        value = self[name]
+        del self[name]
+        return value
+
+    def _unindex(self, name: str, value: V) -> None:
+        bucket = self._index.get(self._key(value).lower(), {})
+        bucket.pop(name, None)
+
+    def find(self, secondary: str) -> list[V]:
+        return list(self._index.get(secondary.lower(), {}).values())
+
+
 
 _SUB_IN_SCOPE = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
 
@@ -260,10 +303,13 @@ class Tenant:
         self.domain = domain
         self.operator = operator
         self.lock = threading.RLock()
-        self.applications: dict[str, Application] = {}  # app object id
-        self.service_principals: dict[str, ServicePrincipal] = {}  # object id
+        # Keyed by object id (assignment name for role assignments), indexed by app id or
+        # principal id.
+        self.applications: IndexedDict[Application] = IndexedDict(lambda a: a.app_id)
+        self.service_principals: IndexedDict[ServicePrincipal] = IndexedDict(lambda s: s.app_id)
         self.app_role_assignments: dict[str, AppRoleAssignment] = {}
-        self.role_assignments: dict[str, RoleAssignment] = {}  # name (GUID)
+        self.role_assignments: IndexedDict[RoleAssignment] = IndexedDict(
+            lambda r: r.principal_id)
         self.role_definitions: dict[str, RoleDefinition] = {r.id: r for r in BUILTIN_ROLES}
         self.subscriptions: dict[str, Subscription] = {}
         self.identities: dict[str, UserAssignedIdentity] = {}  # lowercase resource id
@@ -272,6 +318,7 @@ class Tenant:
         self.sql_servers: dict[str, SqlServer] = {}  # lowercase name
         self.names: dict[str, str] = {}  # estate name -> principal object id
         self.identity_headers: dict[str, str] = {}  # X-IDENTITY-HEADER -> resource id
+        self.webapps_by_id: dict[str, WebApp] = {}  # lowercase resource id
         self.replication_delay = 0.0  # seconds a new managed identity stays unknown
         self.graph_sp = self._add_graph()
 
@@ -288,14 +335,12 @@ class Tenant:
     # -- look-ups
 
     def sp_by_app_id(self, app_id: str) -> ServicePrincipal | None:
-        lowered = app_id.lower()
-        return next(
-            (s for s in self.service_principals.values() if s.app_id.lower() == lowered), None
-        )
+        found = self.service_principals.find(app_id)
+        return found[0] if found else None
 
     def app_by_app_id(self, app_id: str) -> Application | None:
-        lowered = app_id.lower()
-        return next((a for a in self.applications.values() if a.app_id.lower() == lowered), None)
+        found = self.applications.find(app_id)
+        return found[0] if found else None
 
     def is_visible(self, sp: ServicePrincipal) -> bool:
         """False while a brand-new managed identity is still replicating."""
@@ -327,8 +372,7 @@ class Tenant:
     # -- authorization
 
     def assignments_of(self, principal_id: str) -> Iterable[RoleAssignment]:
-        lowered = principal_id.lower()
-        return [a for a in self.role_assignments.values() if a.principal_id.lower() == lowered]
+        return self.role_assignments.find(principal_id)
 
     def can(self, principal_id: str, action: str, scope: str, *, data: bool = False) -> bool:
         """RBAC: any assignment at or above `scope` whose role allows `action`."""
@@ -422,9 +466,7 @@ class Tenant:
     def identity_host(self, header: str) -> WebApp | None:
         """The site or slot whose code sent this X-IDENTITY-HEADER."""
         rid = self.identity_headers.get(header)
-        if rid is None:
-            return None
-        return next((w for w in self.webapps() if w.id.lower() == rid.lower()), None)
+        return None if rid is None else self.webapps_by_id.get(rid.lower())
 
     # -- credentials
 
@@ -463,16 +505,15 @@ class Tenant:
         return cred
 
 
-def generate_client_secret() -> str:
-    """A secret in Entra's current format: 3 chars, a digit, 'Q~', then 34 chars."""
-    import secrets as _secrets
-    import string
+_LETTERS = string.ascii_letters
+_ALPHABET = string.ascii_letters + string.digits + "_~.-"
 
-    alphabet = string.ascii_letters + string.digits + "_~.-"
-    head = "".join(_secrets.choice(string.ascii_letters) for _ in range(3))
-    return head + _secrets.choice(string.digits) + "Q~" + "".join(
-        _secrets.choice(alphabet) for _ in range(34)
-    )
+
+def generate_client_secret() -> str:
+    """A secret in Entra's current format: 3 letters, a digit, 'Q~', then 34 characters."""
+    raw = secrets.token_bytes(38)
+    return ("".join(_LETTERS[b % len(_LETTERS)] for b in raw[:3]) + str(raw[3] % 10) + "Q~"
+            + "".join(_ALPHABET[b % len(_ALPHABET)] for b in raw[4:]))
 
 
 # --- building a tenant from an estate ----------------------------------------------------------
@@ -492,12 +533,10 @@ class _Names:
         self.subscriptions = {s.name: str(s.id or derive_id("subscription", s.name))
                               for s in spec.subscriptions}
         self.principals = {p.name: p for p in spec.principals}
-        self.secret_values = {
-            p.name: [s.value or generate_client_secret() for s in p.secrets]
-            for p in spec.principals
-        }
+        self._secret_values: dict[tuple[str, int], str] = {}
         self.uais: dict[str, tuple[str, str, str]] = {}  # name -> (sub id, rg, location)
         self.vaults: dict[str, tuple[str, str]] = {}
+        self.vault_secrets: dict[str, set[str]] = {}
         self.sites: dict[str, SiteSpec] = {}
         self.slots: dict[str, SlotSpec] = {}
         self.sql_servers: dict[str, tuple[str, ...]] = {}
@@ -508,12 +547,21 @@ class _Names:
                     self.uais[uai] = (sid, rg.name, rg.location)
                 for kv in rg.key_vaults:
                     self.vaults[kv.name] = (sid, rg.name)
+                    self.vault_secrets[kv.name] = set(kv.secrets)
                 for site in rg.sites:
                     self.sites[site.name] = site
                     for slot in site.slots:
                         self.slots[f"{site.name}/{slot.name}"] = slot
                 for server in rg.sql_servers:
                     self.sql_servers[server.name] = tuple(d.name for d in server.databases)
+
+    def secret_value(self, name: str, index: int) -> str:
+        """The estate's secret text, or one made on first use (the same within one load)."""
+        key = (name, index)
+        if key not in self._secret_values:
+            given = self.principals[name].secrets[index].value
+            self._secret_values[key] = given or generate_client_secret()
+        return self._secret_values[key]
 
     def app_id(self, name: str) -> str:
         p = self.principals[name]
@@ -565,9 +613,9 @@ class _Names:
             return {"id": str(self.spec.tenant.id), "domain": self.spec.tenant.domain}.get(fld)
         if name in self.principals:
             if index is not None:
-                values = self.secret_values[name]
                 i = int(index)
-                return values[i] if i < len(values) else None
+                return self.secret_value(name, i) if i < len(self.principals[name].secrets) \
+                    else None
             return {"app_id": self.app_id(name), "client_id": self.app_id(name),
                     "object_id": self.sp_object_id(name),
                     "app_object_id": self.app_object_id(name)}.get(fld)
@@ -706,9 +754,7 @@ def _need_problem(need: NeedSpec, names: _Names, target: SiteSpec | SlotSpec) ->
         vault, secret = need.key_vault_secret.split("/")
         if vault not in names.vaults:
             return f"unknown key vault {vault!r}"
-        kv = next(k for s in names.spec.subscriptions for rg in s.resource_groups
-                  for k in rg.key_vaults if k.name == vault)
-        if secret not in kv.secrets:
+        if secret not in names.vault_secrets[vault]:
             return f"key vault {vault!r} has no secret {secret!r}"
     if need.role_action is not None and need.scope is not None:
         return _scope_problem(names.scope(need.scope), names)
@@ -733,6 +779,24 @@ def _scope_problem(scope: str, names: _Names) -> str | None:
 
 def build_tenant(spec: EstateSpec) -> Tenant:
     """A live tenant from a validated estate (run `check_references` first: load_estate does)."""
+    with gc_paused():
+        return _build_tenant(spec)
+
+
+class gc_paused:
+    """Pause the cyclic garbage collector while building millions of acyclic objects: its full
+    passes dominated loading a 10,000-app estate (7.4 s of a 9 s build)."""
+
+    def __enter__(self) -> None:
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was_enabled:
+            gc.enable()
+
+
+def _build_tenant(spec: EstateSpec) -> Tenant:
     names = _Names(spec)
     tenant = Tenant(str(spec.tenant.id), spec.tenant.domain, spec.operator)
     far = datetime(2099, 12, 31, tzinfo=timezone.utc)
@@ -742,7 +806,7 @@ def build_tenant(spec: EstateSpec) -> Tenant:
         for i, s in enumerate(p.secrets):
             app.passwords.append(PasswordCredential(
                 str(s.key_id or derive_id("secret", f"{p.name}#{i}")),
-                names.secret_values[p.name][i],
+                names.secret_value(p.name, i),
                 s.display_name, _dt(s.start, epoch), _dt(s.expires, far)))
         tenant.applications[app.object_id] = app
         sp = ServicePrincipal(names.sp_object_id(p.name), app.app_id, p.name,
@@ -834,8 +898,10 @@ def _build_site(tenant: Tenant, names: _Names, sid: str, rg: str, location: str,
 
     main = make(site, None)
     tenant.identity_header_for(main.id)
+    tenant.webapps_by_id[main.id.lower()] = main
     main.sticky_app_settings = list(site.slot_settings)
     for slot in site.slots:
-        main.slots[slot.name.lower()] = make(slot, slot.name)
-        tenant.identity_header_for(main.slots[slot.name.lower()].id)
+        built = main.slots[slot.name.lower()] = make(slot, slot.name)
+        tenant.identity_header_for(built.id)
+        tenant.webapps_by_id[built.id.lower()] = built
     return main

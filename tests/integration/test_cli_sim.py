@@ -118,3 +118,28 @@ def test_demo_bad_estate_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--estate", str(estate)])
     assert result.exit_code == 2
     assert "bad YAML" in result.output
+
+
+def test_generate_is_deterministic_and_serves(tmp_path: Path) -> None:
+    args = ["sim", "generate", "--subscriptions", "3", "--apps", "120", "--shared-principals",
+            "4", "--slots", "0.2", "--seed", "42"]
+    first = CliRunner().invoke(app, args)
+    second = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "e.yaml")])
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
+    assert (tmp_path / "e.yaml").read_text() == first.stdout
+    other = CliRunner().invoke(app, [*args[:-1], "43"])
+    assert other.stdout != first.stdout
+    proc, exports = _start(["--estate", str(tmp_path / "e.yaml")], tmp_path)
+    try:
+        assert exports["AZURE_CLIENT_ID"]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+
+
+def test_generate_refuses_impossible_arguments() -> None:
+    result = CliRunner().invoke(app, ["sim", "generate", "--apps", "5",
+                                      "--shared-principals", "100"])
+    assert result.exit_code == 2
+    assert "shared principals need at least" in result.output
