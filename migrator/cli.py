@@ -6,18 +6,25 @@ Library errors arrive typed; each becomes one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import shlex
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from typing_extensions import assert_never
 
 from migrator import __version__
 from migrator.cloud.errors import CloudError
 from migrator.sim.estate import EstateError
+
+if TYPE_CHECKING:
+    from migrator.scan import ScanEvent
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -92,6 +99,78 @@ def sim_serve(
     except OSError as exc:
         fail(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}")
     err.print("migrator.sim stopped.")
+
+
+class OutputFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+CloudOption = Annotated[str, typer.Option(
+    "--cloud", envvar="MIGRATOR_CLOUD_PROFILE",
+    help="AzureCloud, AzureChinaCloud, AzureUSGovernment, or a profile file (the simulator "
+         "writes one).")]
+
+
+@app.command()
+def scan(
+    subscription: Annotated[list[str] | None, typer.Option(
+        "--subscription", "-s", help="Only this subscription (id or name); repeatable.")] = None,
+    resource_group: Annotated[list[str] | None, typer.Option(
+        "--resource-group", "-g", help="Only this resource group; repeatable.")] = None,
+    output: Annotated[OutputFormat, typer.Option(help="table for people, json for machines.")
+                      ] = OutputFormat.table,
+    cloud: CloudOption = "AzureCloud",
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent requests.")] = 16,
+) -> None:
+    """Find every service-principal secret in app settings, and what each principal may do.
+
+    Exit code 0: complete; 1: incomplete (something could not be read: see the gaps);
+    2: bad input or the operator could not sign in.
+    """
+    from migrator.cloud.factory import ClientFactory
+    from migrator.cloud.profiles import load_profile
+    from migrator.report import json_output, terminal
+    from migrator.scan import Scanner, ScanScope
+
+    try:
+        profile = load_profile(cloud)
+        with ClientFactory(profile) as factory, scan_progress(
+                enabled=output is OutputFormat.table) as progress:
+            inventory = Scanner(factory, workers=workers, progress=progress).run(
+                ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
+    except CloudError as exc:
+        fail(str(exc))
+    if output is OutputFormat.json:
+        sys.stdout.write(json_output.render_inventory(inventory))
+    elif output is OutputFormat.table:
+        terminal.render_inventory(inventory, Console())
+    else:
+        assert_never(output)
+    raise typer.Exit(EXIT_OK if inventory.complete else EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def scan_progress(*, enabled: bool) -> Iterator[Callable[[ScanEvent], None]]:
+    """A Rich progress bar on a terminal (stderr); silence elsewhere."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    if not enabled or not err.is_terminal:
+        yield lambda _: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("scanning", total=0)
+
+        def on_event(event: ScanEvent) -> None:
+            if event.kind == "sites-found":
+                bar.update(task, total=(bar.tasks[0].total or 0) + event.count)
+            elif event.kind == "site-done":
+                bar.update(task, advance=1, description=f"scanning {event.subject}")
+            elif event.kind == "principal-done":
+                bar.update(task, description=f"principal {event.subject}")
+
+        yield on_event
 
 
 @sim_app.command("generate")

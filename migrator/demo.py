@@ -1,10 +1,10 @@
 """`migrator demo`: the tool against the built-in simulated tenant, start to finish.
 
 Starts `migrator.sim` in process on the bundled sample estate and runs the same code path as
-against Azure (only the cloud profile differs). For now it shows what the tool sees: the
-subscriptions the operator can read, every site and slot with its identity and the names of its
-settings, and the simulator's independent verdict on each app's health. Later stages (scan,
-plan, migrate) extend it.
+against Azure (only the cloud profile differs). It shows what the operator can see (every site
+and slot, its identity, the names of its settings, the simulator's independent verdict on its
+health), then the scan: every service-principal secret, the principal behind it and what that
+principal may do. Later stages (plan, migrate) extend it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from migrator.cloud.factory import ClientFactory, secret_credential
 from migrator.cloud.profiles import load_profile
 from migrator.cloud.records import SiteRecord, SubscriptionRecord
 from migrator.cloud.web import WebAdapter
+from migrator.scan import Inventory, Scanner
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class DemoResult:
     base_url: str
     subscriptions: tuple[SubscriptionRecord, ...]
     sites: tuple[SiteView, ...]
+    inventory: Inventory
 
 
 def sample_estate() -> Path:
@@ -74,4 +76,7 @@ def run_demo(estate: Path | None = None, *,
                     views.append(SiteView(site, tuple(settings), tuple(strings),
                                           probe.get("status") == "healthy",
                                           str(probe.get("credential", "?"))))
-        return DemoResult(str(path), endpoints.base_url, tuple(subscriptions), tuple(views))
+            progress("scanning for service-principal secrets")
+            inventory = Scanner(factory).run()
+        return DemoResult(str(path), endpoints.base_url, tuple(subscriptions), tuple(views),
+                          inventory)

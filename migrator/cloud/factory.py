@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import httpx
+import requests
 from azure.core.credentials import TokenCredential
+from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import DefaultAzureCredential
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.keyvault import KeyVaultManagementClient
@@ -28,7 +30,9 @@ from kiota_authentication_azure.azure_identity_authentication_provider import (
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
+from requests.adapters import HTTPAdapter
 
+from migrator.cloud.pacing import Pacer, PacingPolicy
 from migrator.cloud.profiles import CloudProfile
 
 T = TypeVar("T")
@@ -53,9 +57,15 @@ def make_credential(profile: CloudProfile, **kwargs: Any) -> TokenCredential:
 class ClientFactory:
     """Builds the SDK clients for one cloud and one credential; owns the Graph event loop."""
 
-    def __init__(self, profile: CloudProfile, credential: TokenCredential | None = None) -> None:
+    def __init__(self, profile: CloudProfile, credential: TokenCredential | None = None, *,
+                 max_connections: int = 64) -> None:
         self.profile = profile
         self.credential = credential if credential is not None else make_credential(profile)
+        self.pacer = Pacer(profile.arm_throttle_scale)
+        # One connection pool for every ARM client, sized for the scanner's worker threads.
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max_connections)
+        self._session.mount("https://", adapter)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._graph: GraphServiceClient | None = None
@@ -67,9 +77,12 @@ class ClientFactory:
             "credential_scopes": [self.profile.arm_scope],
             "retry_total": RETRY_TOTAL,
             "retry_backoff_max": RETRY_BACKOFF_MAX,
+            "per_retry_policies": [PacingPolicy(self.pacer)],
+            "transport": RequestsTransport(
+                session=self._session, session_owner=False,
+                connection_verify=self.profile.ca_bundle or True,
+            ),
         }
-        if self.profile.ca_bundle:
-            options["connection_verify"] = self.profile.ca_bundle
         return options
 
     def subscriptions(self) -> SubscriptionClient:
@@ -114,9 +127,23 @@ class ClientFactory:
         return GraphServiceClient(request_adapter=adapter)
 
     def run_graph(self, call: Coroutine[Any, Any, T]) -> T:
-        """Run one Graph coroutine on the factory's own loop and wait for its result."""
+        """Run one Graph coroutine on the factory's own loop and wait for its result.
+
+        Build the coroutine in the same breath as you call this, from one thread only: msgraph's
+        alternate-key builders (`service_principals_with_app_id`, ...) write into the client's
+        shared path parameters. From several threads, use `graph_call`."""
         self.graph()
         return self._run_on_loop(call).result()
+
+    def graph_call(self, build: Callable[[GraphServiceClient], Awaitable[T]]) -> T:
+        """Build and start a Graph request on the loop thread, then wait for it: thread-safe,
+        since building and sending the request happen in one step of the loop."""
+        graph = self.graph()
+
+        async def run() -> T:
+            return await build(graph)
+
+        return self._run_on_loop(run()).result()
 
     def _run_on_loop(self, call: Coroutine[Any, Any, T]) -> Future[T]:
         if self._loop is None:
@@ -128,6 +155,7 @@ class ClientFactory:
         return asyncio.run_coroutine_threadsafe(call, self._loop)
 
     def close(self) -> None:
+        self._session.close()
         loop, self._loop = self._loop, None
         if loop is not None:
             loop.call_soon_threadsafe(loop.stop)

@@ -29,6 +29,9 @@ class CloudProfile(BaseModel):
     ca_bundle: str | None = None  # PEM file to trust instead of the system store
     disable_instance_discovery: bool = False
     tenant_id: str | None = None  # the simulator fills it in; Azure profiles leave it out
+    # ARM's token buckets relative to Azure's (the simulator can scale them; 0: no throttling,
+    # so the client does not pace).
+    arm_throttle_scale: float = 1.0
 
     @property
     def arm_scope(self) -> str:

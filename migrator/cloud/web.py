@@ -6,26 +6,47 @@ Returns `records` dataclasses; SDK models stop here. Setting *values* are not re
 
 from __future__ import annotations
 
-from azure.core.exceptions import HttpResponseError
+from collections.abc import Callable
+from typing import TypeVar
 
-from migrator.cloud.errors import CloudError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+from migrator.cloud.errors import AzureCallError, SignInError
 from migrator.cloud.factory import ClientFactory
-from migrator.cloud.records import IdentityRecord, SiteRecord, SubscriptionRecord
+from migrator.cloud.records import IdentityRecord, SettingsRecord, SiteRecord, SubscriptionRecord
+
+T = TypeVar("T")
 
 
-class AzureCallError(CloudError):
-    """An Azure call that failed after the SDK's retries; the message is one line."""
-
-    def __init__(self, what: str, status: int | None, code: str | None, message: str) -> None:
-        super().__init__(f"{what}: {status or ''} {code or ''} {message}".replace("  ", " "))
-        self.status = status
-        self.code = code
-
-
-def _call_error(what: str, exc: HttpResponseError) -> AzureCallError:
+def call_error(what: str, exc: HttpResponseError) -> AzureCallError:
+    """One line from an SDK error: status, ARM error code and the first line of its message."""
     code = getattr(getattr(exc, "error", None), "code", None)
     message = getattr(getattr(exc, "error", None), "message", None) or exc.reason or ""
-    return AzureCallError(what, exc.status_code, code, str(message).splitlines()[0])
+    first = next((line for line in str(message or exc).splitlines() if line.strip()), "")
+    return AzureCallError(what, exc.status_code, code, first)
+
+
+def sign_in_reason(exc: ClientAuthenticationError) -> str:
+    """The one line of azure-identity's (often multi-line) message that says why: Entra's
+    AADSTS error if there is one, else the first credential that tried and failed."""
+    lines = [line.strip() for line in str(exc.message or exc).splitlines() if line.strip()]
+    for line in lines:
+        if "AADSTS" in line:
+            return line.split(" Trace ID:")[0]
+    tried = [line for line in lines if ":" in line and "unavailable" not in line.lower()
+             and not line.lower().startswith(("attempted credentials", "to mitigate"))]
+    return (tried[1] if len(tried) > 1 else (lines[0] if lines else "no credential could "
+                                              "sign in"))[:300]
+
+
+def arm_call(what: str, call: Callable[[], T]) -> T:
+    """Run one SDK call, turning its failures into the cloud layer's typed errors."""
+    try:
+        return call()
+    except ClientAuthenticationError as exc:
+        raise SignInError(f"{what}: sign-in failed: {sign_in_reason(exc)}") from None
+    except HttpResponseError as exc:
+        raise call_error(what, exc) from None
 
 
 def _identity(identity: object | None) -> IdentityRecord:
@@ -59,14 +80,12 @@ class WebAdapter:
         self.factory = factory
 
     def subscriptions(self) -> list[SubscriptionRecord]:
-        try:
-            return [
-                SubscriptionRecord(str(s.subscription_id), str(s.display_name),
-                                   str(s.tenant_id or ""))
-                for s in self.factory.subscriptions().subscriptions.list()
-            ]
-        except HttpResponseError as exc:
-            raise _call_error("list subscriptions", exc) from None
+        client = self.factory.subscriptions()
+        return arm_call("list subscriptions", lambda: [
+            SubscriptionRecord(str(s.subscription_id), str(s.display_name),
+                               str(s.tenant_id or ""))
+            for s in client.subscriptions.list()
+        ])
 
     def sites(self, subscription_id: str) -> list[SiteRecord]:
         """Every site the operator can read in a subscription, each followed by its slots."""
@@ -79,7 +98,7 @@ class WebAdapter:
                 for slot in web.web_apps.list_slots(record.resource_group, record.name):
                     out.append(_site(subscription_id, slot, slot_of=record.name))
         except HttpResponseError as exc:
-            raise _call_error(f"list sites in subscription {subscription_id}", exc) from None
+            raise call_error(f"list sites in subscription {subscription_id}", exc) from None
         return out
 
     def setting_names(self, site: SiteRecord) -> tuple[list[str], list[str]]:
@@ -95,5 +114,46 @@ class WebAdapter:
                 settings = web.web_apps.list_application_settings(site.resource_group, site.name)
                 strings = web.web_apps.list_connection_strings(site.resource_group, site.name)
         except HttpResponseError as exc:
-            raise _call_error(f"read settings of {site.display}", exc) from None
+            raise call_error(f"read settings of {site.display}", exc) from None
         return sorted(settings.properties or {}), sorted(strings.properties or {})
+
+    def settings(self, site: SiteRecord) -> SettingsRecord:
+        """A site's app settings, connection strings and slot-sticky names, values included:
+        for the detector only; callers never log or keep them."""
+        web = self.factory.web(site.subscription_id)
+        rg, name, slot = site.resource_group, site.name, site.slot
+        if slot:
+            settings = arm_call(f"read app settings of {site.display}", lambda:
+                                web.web_apps.list_application_settings_slot(rg, name, slot))
+            strings = arm_call(f"read connection strings of {site.display}", lambda:
+                               web.web_apps.list_connection_strings_slot(rg, name, slot))
+        else:
+            settings = arm_call(f"read app settings of {site.display}", lambda:
+                                web.web_apps.list_application_settings(rg, name))
+            strings = arm_call(f"read connection strings of {site.display}", lambda:
+                               web.web_apps.list_connection_strings(rg, name))
+        sticky = arm_call(f"read slot settings of {site.name}", lambda:
+                          web.web_apps.list_slot_configuration_names(rg, name))
+        connection_strings = {
+            key: (str(getattr(getattr(v, "type", None), "value", getattr(v, "type", "Custom"))),
+                  str(v.value or ""))
+            for key, v in (strings.properties or {}).items()
+        }
+        return SettingsRecord(
+            app_settings={k: str(v) for k, v in (settings.properties or {}).items()},
+            connection_strings=connection_strings,
+            sticky_app_settings=frozenset(sticky.app_setting_names or ()),
+            sticky_connection_strings=frozenset(sticky.connection_string_names or ()),
+        )
+
+    def site_list(self, subscription_id: str) -> list[SiteRecord]:
+        """Production sites only (no slots): one paged list call."""
+        web = self.factory.web(subscription_id)
+        return arm_call(f"list sites in subscription {subscription_id}",
+                        lambda: [_site(subscription_id, s) for s in web.web_apps.list()])
+
+    def slots(self, site: SiteRecord) -> list[SiteRecord]:
+        web = self.factory.web(site.subscription_id)
+        return arm_call(f"list slots of {site.name}", lambda: [
+            _site(site.subscription_id, s, slot_of=site.name)
+            for s in web.web_apps.list_slots(site.resource_group, site.name)])

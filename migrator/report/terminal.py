@@ -6,6 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from migrator.demo import DemoResult
+from migrator.detect.findings import FindingKind
+from migrator.scan import Inventory
 
 
 def render_demo(result: DemoResult, console: Console) -> None:
@@ -31,5 +33,82 @@ def render_demo(result: DemoResult, console: Console) -> None:
         console.print(table)
     console.print(
         f"{len(result.sites)} apps and slots in {len(result.subscriptions)} subscription(s). "
-        "Setting values stay in Azure: the tool reports names only.")
-    console.print("[dim]Next stages (scan, plan, migrate) are tracked in the open issues.[/]")
+        "Setting values stay in Azure: the tool reports names only.\n")
+    console.print("[bold]migrator scan[/]", highlight=False)
+    render_inventory(result.inventory, console)
+    console.print("[dim]Next stages (plan, migrate) are tracked in the open issues.[/]")
+
+
+def render_inventory(inventory: Inventory, console: Console) -> None:
+    """The scan as people read it: findings per app, principals with their rights, gaps."""
+    apps_with = [a for a in inventory.apps if a.findings]
+    title = (f"{len(inventory.apps)} apps and slots scanned in "
+             f"{len(inventory.subscriptions)} subscription(s), {inventory.stats.seconds:.1f} s; "
+             f"{sum(len(a.findings) for a in apps_with)} finding(s) in {len(apps_with)} app(s)")
+    console.print(f"[bold]{title}[/]", highlight=False)
+    if apps_with:
+        table = Table(title="Findings (setting names only; values are never shown)",
+                      title_justify="left")
+        for column in ("app", "setting", "kind", "principal / hint", "credential"):
+            table.add_column(column, overflow="fold")
+        usage = {(u.site_id, u.setting): (p, u) for p in inventory.principals for u in p.used_by}
+        for app in apps_with:
+            for f in app.findings:
+                principal, use = usage.get((app.site.id, f.secret.name), (None, None))
+                who = principal.name if principal else (f.client_id or "-")
+                if f.hint:
+                    who += f"\n[dim]hint {f.hint}…[/]"
+                elif f.key_vault:
+                    who += f"\n[dim]in vault {f.key_vault.vault}[/]"
+                elif f.service:
+                    who = f.service
+                cred = "-"
+                if use is not None:
+                    cred = use.match.status + (f"\n[dim]{use.match.key_id}[/]"
+                                               if use.match.key_id else "")
+                setting = f.secret.name + (" [dim](sticky)[/]" if f.secret.sticky else "")
+                if f.secret.source == "connection_string":
+                    setting += " [dim](connection string)[/]"
+                table.add_row(app.site.display, setting, _kind_label(f.kind), who, cred)
+        console.print(table)
+    if inventory.principals:
+        table = Table(title="Principals and what they may do", title_justify="left")
+        for column in ("principal", "used by", "ARM roles", "Key Vault policies", "Graph roles"):
+            table.add_column(column, overflow="fold")
+        for p in inventory.principals:
+            apps = sorted({u.app for u in p.used_by})
+            roles = [f"{r.role_name} @ {_short_scope(r.scope)}" for r in p.role_assignments]
+            vaults = [f"{v.vault_name}: {', '.join(v.secrets) or '-'}" for v in p.vault_policies]
+            graph = [g.app_role_value or g.app_role_id for g in p.graph_roles]
+            state = "" if p.principal is None or p.principal.enabled else " [red](disabled)[/]"
+            if p.principal is None:
+                state = " [red](not found)[/]"
+            table.add_row(p.name + state, "\n".join(apps), "\n".join(roles) or "-",
+                          "\n".join(vaults) or "-", "\n".join(graph) or "-")
+        console.print(table)
+    if inventory.gaps:
+        console.print("[bold yellow]Incomplete: the operator could not read[/]")
+        for gap in inventory.gaps:
+            console.print(f"  [yellow]•[/] {gap.scope}: {gap.message}", highlight=False)
+    else:
+        console.print("[green]Complete: every subscription in scope was read.[/]")
+
+
+def _kind_label(kind: FindingKind) -> str:
+    return {
+        FindingKind.CLIENT_SECRET: "client secret",
+        FindingKind.KEY_VAULT_REFERENCE: "secret via Key Vault",
+        FindingKind.SQL_SERVICE_PRINCIPAL: "SQL as principal",
+        FindingKind.INBOUND: "[magenta]inbound sign-in[/]",
+        FindingKind.SHARED_KEY: "[cyan]shared key[/]",
+    }[kind]
+
+
+def _short_scope(scope: str) -> str:
+    parts = scope.split("/")
+    if len(parts) >= 5 and parts[3].lower() == "resourcegroups":
+        rest = "/".join(parts[5:])
+        return f"rg {parts[4]}" + (f"/{rest.rsplit('/', 1)[-1]}" if rest else "")
+    if len(parts) == 3:
+        return f"subscription {parts[2][:8]}…"
+    return scope

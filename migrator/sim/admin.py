@@ -78,8 +78,11 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
                 return JSONResponse({"error": str(exc)}, status_code=400)
         middleware = ctx.extras.get("middleware")
         counts = middleware.counts if isinstance(middleware, FaultMiddleware) else {}
+        arm = middleware.arm_requests if isinstance(middleware, FaultMiddleware) else {}
         return JSONResponse(ctx.faults.as_json() | {
-            "replication_delay": tenant.replication_delay, "injected": counts})
+            "replication_delay": tenant.replication_delay, "injected": counts,
+            "arm_requests": [{"subscription": s, "kind": k, "count": n}
+                             for (s, k), n in sorted(arm.items())]})
 
     async def throttle_reset(request: Request) -> Response:
         middleware = ctx.extras.get("middleware")

@@ -186,6 +186,9 @@ class FaultMiddleware:
         self.config = config
         self.throttle = Throttle()
         self.counts: dict[str, int] = {}  # what was injected, for tests and benchmarks
+        # ARM requests answered (not refused) per (subscription, kind): a benchmark's input
+        # for the lower bound the buckets allow.
+        self.arm_requests: dict[tuple[str, str], int] = {}
         self._random = random.Random()  # noqa: S311 - fault dice, not cryptography
         self._seed: int | None = None
 
@@ -240,6 +243,10 @@ class FaultMiddleware:
                 await self._throttled(send, service, kind if service == "arm" else "all",
                                       wait, extra)
                 return
+        if service == "arm":
+            m = _SUB.match(path)
+            key = (m.group(1).lower() if m else "tenant", _kind(scope["method"]))
+            self.arm_requests[key] = self.arm_requests.get(key, 0) + 1
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start" and extra:

@@ -137,6 +137,7 @@ class SimServer:
             arm_audience="https://management.azure.com/", graph_endpoint=base_url,
             graph_audience="https://graph.microsoft.com", authority=base_url,
             ca_bundle=str(ca_path), disable_instance_discovery=True, tenant_id=self.tenant.id,
+            arm_throttle_scale=self.faults.throttle_scale,
         )
         profile_path = self.state_dir / "profile.json"
         write_profile(profile, profile_path)

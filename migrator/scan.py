@@ -1,0 +1,407 @@
+"""The inventory: every site and slot that holds a credential, and what its principal can do.
+
+Reads the estate through `cloud/` adapters, concurrently (a bounded thread pool; ARM calls are
+paced per subscription by the client factory's pacing policy), runs the pure detector on each
+site's settings, then resolves each principal once in Graph, matches the secret each app holds
+to the principal's exact password credential by `hint`, and collects the principal's rights:
+ARM role assignments, Key Vault access policies, Graph app roles. Whatever the operator cannot
+read becomes a `Gap` in the inventory: a scan with gaps is incomplete and says so.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal, TypeVar
+
+from migrator.cloud.errors import AzureCallError, CloudError
+from migrator.cloud.factory import ClientFactory
+from migrator.cloud.graph import GraphAdapter
+from migrator.cloud.records import (
+    AppRoleGrantRecord,
+    PasswordCredentialRecord,
+    PrincipalRecord,
+    RoleAssignmentRecord,
+    SettingsRecord,
+    SiteRecord,
+    SubscriptionRecord,
+    VaultRecord,
+)
+from migrator.cloud.rights import RightsAdapter
+from migrator.cloud.web import WebAdapter
+from migrator.detect import detect
+from migrator.detect.findings import ConnectionStringValue, SecretFinding, SiteSettings
+
+T = TypeVar("T")
+DEFAULT_WORKERS = 16
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Something the operator could not read; the inventory is incomplete there."""
+
+    scope: str
+    operation: str
+    status: int | None
+    code: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class AppInventory:
+    site: SiteRecord
+    findings: tuple[SecretFinding, ...]
+
+
+MatchStatus = Literal["matched", "ambiguous", "expired", "no-match", "not-checked"]
+
+
+@dataclass(frozen=True)
+class CredentialMatch:
+    """Which of the principal's password credentials an app's secret is."""
+
+    status: MatchStatus
+    key_id: str | None
+    candidates: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One app (or slot) holding a principal's credential in one setting."""
+
+    app: str  # site or site/slot
+    site_id: str
+    setting: str
+    kind: str
+    sticky: bool
+    match: CredentialMatch
+
+
+@dataclass(frozen=True)
+class RoleGrant:
+    scope: str
+    role_definition_id: str
+    role_name: str
+
+
+@dataclass(frozen=True)
+class VaultGrant:
+    vault_id: str
+    vault_name: str
+    rbac_vault: bool  # access policies are ignored on an RBAC vault
+    secrets: tuple[str, ...]
+    keys: tuple[str, ...]
+    certificates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PrincipalInventory:
+    app_id: str
+    principal: PrincipalRecord | None  # None: no such principal in this tenant
+    role_assignments: tuple[RoleGrant, ...]
+    vault_policies: tuple[VaultGrant, ...]
+    graph_roles: tuple[AppRoleGrantRecord, ...]
+    used_by: tuple[Usage, ...]
+
+    @property
+    def name(self) -> str:
+        return self.principal.display_name if self.principal else self.app_id
+
+
+@dataclass(frozen=True)
+class ScanStats:
+    seconds: float
+    sites: int
+    slots: int
+    arm_throttled: int
+    pacing_wait_seconds: float
+
+
+@dataclass(frozen=True)
+class Inventory:
+    tenant_id: str | None
+    scanned_at: str
+    subscriptions: tuple[SubscriptionRecord, ...]
+    apps: tuple[AppInventory, ...]
+    principals: tuple[PrincipalInventory, ...]
+    gaps: tuple[Gap, ...]
+    stats: ScanStats
+
+    @property
+    def complete(self) -> bool:
+        return not self.gaps
+
+    @property
+    def findings(self) -> list[tuple[AppInventory, SecretFinding]]:
+        return [(a, f) for a in self.apps for f in a.findings]
+
+
+@dataclass(frozen=True)
+class ScanScope:
+    """What to scan: all readable subscriptions, or the named ones; optionally some RGs."""
+
+    subscriptions: tuple[str, ...] = ()  # ids or display names; empty: every readable one
+    resource_groups: tuple[str, ...] = ()
+
+    def wants(self, site: SiteRecord) -> bool:
+        return not self.resource_groups or site.resource_group.lower() in {
+            g.lower() for g in self.resource_groups}
+
+
+@dataclass(frozen=True)
+class ScanEvent:
+    """Progress, for the CLI's bar or the runbook's log: never a setting value."""
+
+    kind: Literal["subscription", "sites-found", "site-done", "principal-done", "gap"]
+    subject: str
+    count: int = 1
+
+
+Progress = Callable[[ScanEvent], None]
+
+
+@dataclass
+class _State:
+    gaps: list[Gap] = field(default_factory=list)
+    apps: list[AppInventory] = field(default_factory=list)
+    assignments: dict[str, list[RoleAssignmentRecord]] = field(default_factory=dict)
+    role_names: dict[str, str] = field(default_factory=dict)
+    vaults: list[VaultRecord] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Scanner:
+    """One scan of one tenant. `run()` returns an Inventory; it raises only when nothing at
+    all could be read (sign-in failure); everything else becomes a Gap."""
+
+    def __init__(self, factory: ClientFactory, *, workers: int = DEFAULT_WORKERS,
+                 progress: Progress = lambda _: None, salt: bytes | None = None) -> None:
+        self.factory = factory
+        self.web = WebAdapter(factory)
+        self.rights = RightsAdapter(factory)
+        self.graph = GraphAdapter(factory)
+        self.workers = workers
+        self.progress = progress
+        self.salt = salt if salt is not None else secrets.token_bytes(16)
+        self._state = _State()
+
+    # -- helpers
+
+    def _gap(self, scope: str, exc: CloudError) -> None:
+        status = exc.status if isinstance(exc, AzureCallError) else None
+        code = exc.code if isinstance(exc, AzureCallError) else None
+        operation = exc.what if isinstance(exc, AzureCallError) else "call"
+        with self._state.lock:
+            self._state.gaps.append(Gap(scope, operation, status, code, str(exc)))
+        self.progress(ScanEvent("gap", scope))
+
+    def _guarded(self, scope: str, call: Callable[[], T]) -> T | None:
+        try:
+            return call()
+        except AzureCallError as exc:
+            self._gap(scope, exc)
+            return None
+
+    # -- phases
+
+    def _subscriptions(self, scope: ScanScope) -> list[SubscriptionRecord]:
+        visible = self.web.subscriptions()
+        if not scope.subscriptions:
+            return visible
+        chosen = []
+        for wanted in scope.subscriptions:
+            match = [s for s in visible if wanted.lower() in (s.id.lower(), s.name.lower())]
+            if match:
+                chosen += [m for m in match if m not in chosen]
+            else:
+                with self._state.lock:
+                    self._state.gaps.append(Gap(
+                        f"/subscriptions/{wanted}", "read subscription", 404,
+                        "SubscriptionNotFound",
+                        f"subscription {wanted} is not visible to the operator (no role in it, "
+                        "or it does not exist)"))
+                self.progress(ScanEvent("gap", wanted))
+        return chosen
+
+    def _scan_site(self, site: SiteRecord, pool: ThreadPoolExecutor,
+                   pending: list[Future[None]]) -> None:
+        settings = self._guarded(site.id, lambda: self.web.settings(site))
+        if settings is not None:
+            self._detect(site, settings)
+        self.progress(ScanEvent("site-done", site.display))
+        if site.slot is None:
+            slots = self._guarded(site.id, lambda: self.web.slots(site)) or []
+            if slots:
+                self.progress(ScanEvent("sites-found", site.name, len(slots)))
+            with self._state.lock:
+                for slot in slots:
+                    pending.append(pool.submit(self._scan_site, slot, pool, pending))
+
+    def _detect(self, site: SiteRecord, settings: SettingsRecord) -> None:
+        site_settings = SiteSettings(
+            app_settings=settings.app_settings,
+            connection_strings={k: ConnectionStringValue(t, v)
+                                for k, (t, v) in settings.connection_strings.items()},
+            sticky_app_settings=settings.sticky_app_settings,
+            sticky_connection_strings=settings.sticky_connection_strings,
+        )
+        findings = detect(site_settings, salt=self.salt)
+        with self._state.lock:
+            self._state.apps.append(AppInventory(site, tuple(findings)))
+
+    def _scan_subscription(self, sub: SubscriptionRecord, scope: ScanScope,
+                           pool: ThreadPoolExecutor, pending: list[Future[None]]) -> None:
+        self.progress(ScanEvent("subscription", sub.name))
+        where = f"/subscriptions/{sub.id}"
+        sites = self._guarded(where, lambda: self.web.site_list(sub.id))
+        if sites is not None:
+            wanted = [s for s in sites if scope.wants(s)]
+            self.progress(ScanEvent("sites-found", sub.name, len(wanted)))
+            with self._state.lock:
+                for site in wanted:
+                    pending.append(pool.submit(self._scan_site, site, pool, pending))
+        assignments = self._guarded(where, lambda: self.rights.role_assignments(sub.id))
+        names = self._guarded(where, lambda: self.rights.role_names(sub.id))
+        vaults = self._guarded(where, lambda: self.rights.vaults(sub.id))
+        with self._state.lock:
+            for a in assignments or []:
+                self._state.assignments.setdefault(a.principal_id, []).append(a)
+            self._state.role_names.update(names or {})
+            self._state.vaults += vaults or []
+
+    def run(self, scope: ScanScope | None = None) -> Inventory:
+        scope = scope or ScanScope()
+        began = time.monotonic()
+        subscriptions = self._subscriptions(scope)
+        pending: list[Future[None]] = []
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="scan") as pool:
+            # msgraph-sdk takes seconds to import and sign in: do it while ARM is being read.
+            warm = pool.submit(self.graph.warm)
+            for sub in subscriptions:
+                pending.append(pool.submit(self._scan_subscription, sub, scope, pool, pending))
+            _drain(pending, self._state.lock)
+            self._guarded("graph", warm.result)
+            principals = self._principals(pool)
+        state = self._state
+        apps = tuple(sorted(state.apps, key=lambda a: (a.site.subscription_id,
+                                                       a.site.id.lower())))
+        return Inventory(
+            tenant_id=self.factory.profile.tenant_id or next(
+                (s.tenant_id for s in subscriptions if s.tenant_id), None),
+            scanned_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            subscriptions=tuple(subscriptions), apps=apps, principals=principals,
+            gaps=tuple(sorted(state.gaps, key=lambda g: (g.scope, g.operation))),
+            stats=ScanStats(
+                seconds=round(time.monotonic() - began, 3),
+                sites=sum(1 for a in apps if a.site.slot is None),
+                slots=sum(1 for a in apps if a.site.slot is not None),
+                arm_throttled=self.factory.pacer.throttled_count,
+                pacing_wait_seconds=round(self.factory.pacer.waited(), 3),
+            ),
+        )
+
+    # -- principals
+
+    def _principals(self, pool: ThreadPoolExecutor) -> tuple[PrincipalInventory, ...]:
+        uses: dict[str, list[tuple[AppInventory, SecretFinding]]] = {}
+        for app in self._state.apps:
+            for finding in app.findings:
+                if finding.outbound and finding.client_id:
+                    uses.setdefault(finding.client_id.lower(), []).append((app, finding))
+        futures = {app_id: pool.submit(self._principal, app_id, found)
+                   for app_id, found in uses.items()}
+        out = [f.result() for f in futures.values()]
+        return tuple(sorted(out, key=lambda p: (p.name.lower(), p.app_id)))
+
+    def _principal(self, app_id: str,
+                   found: list[tuple[AppInventory, SecretFinding]]) -> PrincipalInventory:
+        record = self._guarded(f"graph:/servicePrincipals(appId='{app_id}')",
+                               lambda: self.graph.principal(app_id))
+        self.progress(ScanEvent("principal-done", record.display_name if record else app_id))
+        usages = tuple(sorted(
+            (Usage(app.site.display, app.site.id, f.secret.name, f.kind.value, f.secret.sticky,
+                   match_credential(f, record)) for app, f in found),
+            key=lambda u: (u.app, u.setting)))
+        if record is None:
+            return PrincipalInventory(app_id, None, (), (), (), usages)
+        state = self._state
+        with state.lock:
+            assignments = list(state.assignments.get(record.object_id.lower(), []))
+            names = dict(state.role_names)
+            vaults = list(state.vaults)
+        roles = tuple(sorted(
+            {RoleGrant(a.scope, a.role_definition_id,
+                       names.get(a.role_definition_id, a.role_definition_id))
+             for a in assignments},
+            key=lambda g: (g.scope.lower(), g.role_name)))
+        policies = tuple(
+            VaultGrant(v.id, v.name, v.rbac, p.secrets, p.keys, p.certificates)
+            for v in sorted(vaults, key=lambda v: v.id.lower())
+            for p in v.access_policies if p.object_id == record.object_id.lower())
+        return PrincipalInventory(app_id, record, roles, policies, record.app_role_grants,
+                                  usages)
+
+
+def match_credential(finding: SecretFinding, principal: PrincipalRecord | None,
+                     now: datetime | None = None) -> CredentialMatch:
+    """Entra shows each password credential's first three characters (`hint`): the app's secret
+    is the credential with the same hint that is still valid. Pure, so it is unit-tested."""
+    if principal is None:
+        return CredentialMatch("no-match", None, (), "the principal was not found in Graph")
+    now = now or datetime.now(timezone.utc)
+    creds = principal.password_credentials
+    valid = [c for c in creds if not _expired(c, now)]
+    if finding.hint is None:
+        if len(valid) == 1:
+            return CredentialMatch("matched", valid[0].key_id, (valid[0].key_id,),
+                                   "the secret's text is not visible here (e.g. held in Key "
+                                   "Vault); the principal has exactly one valid credential")
+        return CredentialMatch("not-checked", None, tuple(c.key_id for c in valid),
+                               "the secret's text is not visible here (e.g. held in Key Vault)"
+                               f" and the principal has {len(valid)} valid credentials")
+    same = [c for c in creds if c.hint == finding.hint]
+    live = [c for c in same if not _expired(c, now)]
+    if len(live) == 1:
+        return CredentialMatch("matched", live[0].key_id, (live[0].key_id,),
+                               "one valid credential has the secret's hint")
+    if len(live) > 1:
+        return CredentialMatch("ambiguous", None, tuple(c.key_id for c in live),
+                               f"{len(live)} valid credentials share the secret's hint")
+    if same:
+        return CredentialMatch("expired", same[0].key_id, tuple(c.key_id for c in same),
+                               "the only credential with the secret's hint has expired: the "
+                               "app cannot be signing in with it")
+    return CredentialMatch("no-match", None, (),
+                           "no credential of the principal has the secret's hint (removed, "
+                           "or the secret belongs to another principal)")
+
+
+def _expired(cred: PasswordCredentialRecord, now: datetime) -> bool:
+    if not cred.end:
+        return False
+    try:
+        end = datetime.fromisoformat(cred.end)
+    except ValueError:
+        return False
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=timezone.utc)
+    return end <= now
+
+
+def _drain(pending: list[Future[None]], lock: threading.Lock) -> None:
+    """Wait for every task, including those that tasks submit while we wait."""
+    done = 0
+    while True:
+        with lock:
+            batch: Iterable[Future[None]] = list(pending[done:])
+        if not batch:
+            return
+        for future in batch:
+            future.result()
+            done += 1
