@@ -38,7 +38,8 @@ class Bucket:
     capacity: float
     refill: float
     tokens: float = -1.0
-    stamp: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    stamp: float = -1.0
     blocked_until: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     waited: float = 0.0  # seconds threads spent waiting here, for reports
@@ -46,6 +47,8 @@ class Bucket:
     def __post_init__(self) -> None:
         if self.tokens < 0:
             self.tokens = self.capacity
+        if self.stamp < 0:
+            self.stamp = self.clock()
 
     def _refill(self, now: float) -> None:
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.refill)
@@ -54,12 +57,12 @@ class Bucket:
     def acquire(self, sleep: Callable[[float], None] = time.sleep) -> None:
         while True:
             with self.lock:
-                now = time.monotonic()
+                now = self.clock()
                 self._refill(now)
                 if now < self.blocked_until:
                     wait = self.blocked_until - now
-                elif self.tokens >= 1.0:
-                    self.tokens -= 1.0
+                elif self.tokens >= 1.0 - 1e-6:  # refill arithmetic leaves 0.999…
+                    self.tokens = max(0.0, self.tokens - 1.0)
                     return
                 else:
                     wait = (1.0 - self.tokens) / self.refill if self.refill > 0 else 1.0
@@ -71,12 +74,12 @@ class Bucket:
         if remaining is None:
             return
         with self.lock:
-            self._refill(time.monotonic())
+            self._refill(self.clock())
             self.tokens = min(self.tokens, float(remaining))
 
     def throttled(self, retry_after: float) -> None:
         with self.lock:
-            now = time.monotonic()
+            now = self.clock()
             self.tokens = 0.0
             self.stamp = now
             self.blocked_until = max(self.blocked_until, now + retry_after)
