@@ -69,6 +69,7 @@ class ClientFactory:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._graph: GraphServiceClient | None = None
+        self._client_cache: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
     def _arm_options(self) -> dict[str, Any]:
@@ -85,23 +86,38 @@ class ClientFactory:
         }
         return options
 
+    def _cached(self, key: tuple[str, str], build: Callable[[], T]) -> T:
+        """One client per service and subscription: building one costs more than a request
+        (a pipeline, a serializer of every model), and they are safe to share across threads."""
+        with self._lock:
+            client = self._client_cache.get(key)
+            if client is None:
+                client = self._client_cache[key] = build()
+            return client
+
     def subscriptions(self) -> SubscriptionClient:
-        return SubscriptionClient(self.credential, **self._arm_options())
+        return self._cached(("subscriptions", ""), lambda: SubscriptionClient(
+            self.credential, **self._arm_options()))
 
     def web(self, subscription_id: str) -> WebSiteManagementClient:
-        return WebSiteManagementClient(self.credential, subscription_id, **self._arm_options())
+        return self._cached(("web", subscription_id.lower()), lambda: WebSiteManagementClient(
+            self.credential, subscription_id, **self._arm_options()))
 
     def keyvault(self, subscription_id: str) -> KeyVaultManagementClient:
-        return KeyVaultManagementClient(self.credential, subscription_id, **self._arm_options())
+        return self._cached(("keyvault", subscription_id.lower()), lambda:
+                            KeyVaultManagementClient(self.credential, subscription_id,
+                                                     **self._arm_options()))
 
     def authorization(self, subscription_id: str) -> AuthorizationManagementClient:
-        return AuthorizationManagementClient(
-            self.credential, subscription_id, api_version="2022-04-01", **self._arm_options()
-        )
+        return self._cached(("authorization", subscription_id.lower()), lambda:
+                            AuthorizationManagementClient(
+                                self.credential, subscription_id, api_version="2022-04-01",
+                                **self._arm_options()))
 
     def msi(self, subscription_id: str) -> ManagedServiceIdentityClient:
-        return ManagedServiceIdentityClient(self.credential, subscription_id,
-                                            **self._arm_options())
+        return self._cached(("msi", subscription_id.lower()), lambda:
+                            ManagedServiceIdentityClient(self.credential, subscription_id,
+                                                         **self._arm_options()))
 
     def graph(self) -> GraphServiceClient:
         """The msgraph-sdk client; call it through `run_graph` from synchronous code."""
@@ -155,6 +171,10 @@ class ClientFactory:
         return asyncio.run_coroutine_threadsafe(call, self._loop)
 
     def close(self) -> None:
+        with self._lock:
+            clients, self._client_cache = list(self._client_cache.values()), {}
+        for client in clients:
+            client.close()
         self._session.close()
         loop, self._loop = self._loop, None
         if loop is not None:
