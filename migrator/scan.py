@@ -10,11 +10,12 @@ read becomes a `Gap` in the inventory: a scan with gaps is incomplete and says s
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal, TypeVar
@@ -36,6 +37,7 @@ from migrator.cloud.rights import RightsAdapter
 from migrator.cloud.web import WebAdapter
 from migrator.detect import detect
 from migrator.detect.findings import ConnectionStringValue, SecretFinding, SiteSettings
+from migrator.scheduling import FairPool
 
 T = TypeVar("T")
 DEFAULT_WORKERS = 16
@@ -229,8 +231,7 @@ class Scanner:
                 self.progress(ScanEvent("gap", wanted))
         return chosen
 
-    def _scan_site(self, site: SiteRecord, pool: ThreadPoolExecutor,
-                   pending: list[Future[None]]) -> None:
+    def _scan_site(self, site: SiteRecord, pool: FairPool) -> None:
         settings = self._guarded(site.id, lambda: self.web.settings(site))
         if settings is not None:
             self._detect(site, settings)
@@ -239,9 +240,8 @@ class Scanner:
             slots = self._guarded(site.id, lambda: self.web.slots(site)) or []
             if slots:
                 self.progress(ScanEvent("sites-found", site.name, len(slots)))
-            with self._state.lock:
-                for slot in slots:
-                    pending.append(pool.submit(self._scan_site, slot, pool, pending))
+            for slot in slots:
+                pool.submit(slot.subscription_id, functools.partial(self._scan_site, slot, pool))
 
     def _detect(self, site: SiteRecord, settings: SettingsRecord) -> None:
         site_settings = SiteSettings(
@@ -256,16 +256,15 @@ class Scanner:
             self._state.apps.append(AppInventory(site, tuple(findings)))
 
     def _scan_subscription(self, sub: SubscriptionRecord, scope: ScanScope,
-                           pool: ThreadPoolExecutor, pending: list[Future[None]]) -> None:
+                           pool: FairPool) -> None:
         self.progress(ScanEvent("subscription", sub.name))
         where = f"/subscriptions/{sub.id}"
         sites = self._guarded(where, lambda: self.web.site_list(sub.id))
         if sites is not None:
             wanted = [s for s in sites if scope.wants(s)]
             self.progress(ScanEvent("sites-found", sub.name, len(wanted)))
-            with self._state.lock:
-                for site in wanted:
-                    pending.append(pool.submit(self._scan_site, site, pool, pending))
+            for site in wanted:
+                pool.submit(sub.id, functools.partial(self._scan_site, site, pool))
         assignments = self._guarded(where, lambda: self.rights.role_assignments(sub.id))
         names = self._guarded(where, lambda: self.rights.role_names(sub.id))
         vaults = self._guarded(where, lambda: self.rights.vaults(sub.id))
@@ -279,13 +278,14 @@ class Scanner:
         scope = scope or ScanScope()
         began = time.monotonic()
         subscriptions = self._subscriptions(scope)
-        pending: list[Future[None]] = []
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="scan") as pool:
             # msgraph-sdk takes seconds to import and sign in: do it while ARM is being read.
             warm = pool.submit(self.graph.warm)
-            for sub in subscriptions:
-                pending.append(pool.submit(self._scan_subscription, sub, scope, pool, pending))
-            _drain(pending, self._state.lock)
+            with FairPool(self.workers, self.factory.pacer.ready_in, "scan-arm") as arm:
+                for sub in subscriptions:
+                    arm.submit(sub.id, functools.partial(self._scan_subscription, sub, scope,
+                                                         arm))
+                arm.join()
             self._guarded("graph", warm.result)
             principals = self._principals(pool)
         state = self._state
@@ -392,16 +392,3 @@ def _expired(cred: PasswordCredentialRecord, now: datetime) -> bool:
     if end.tzinfo is None:
         end = end.replace(tzinfo=timezone.utc)
     return end <= now
-
-
-def _drain(pending: list[Future[None]], lock: threading.Lock) -> None:
-    """Wait for every task, including those that tasks submit while we wait."""
-    done = 0
-    while True:
-        with lock:
-            batch: Iterable[Future[None]] = list(pending[done:])
-        if not batch:
-            return
-        for future in batch:
-            future.result()
-            done += 1

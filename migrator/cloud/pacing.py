@@ -69,6 +69,17 @@ class Bucket:
                 self.waited += wait
             sleep(wait)
 
+    def ready_in(self) -> float:
+        """Seconds until a token is free (0 if one is), without taking it."""
+        with self.lock:
+            now = self.clock()
+            self._refill(now)
+            if now < self.blocked_until:
+                return self.blocked_until - now
+            if self.tokens >= 1.0 - 1e-6:
+                return 0.0
+            return (1.0 - self.tokens) / self.refill if self.refill > 0 else 1.0
+
     def observe(self, remaining: int | None) -> None:
         """The server's count after our request: never believe we have more than it says."""
         if remaining is None:
@@ -105,6 +116,10 @@ class Pacer:
                 found = self._buckets[key] = Bucket(max(1.0, capacity * self.scale),
                                                     refill * self.scale)
             return found
+
+    def ready_in(self, subscription: str, kind: str = "write") -> float:
+        bucket = self.bucket(subscription, kind)
+        return 0.0 if bucket is None else bucket.ready_in()
 
     def waited(self) -> float:
         with self._lock:
