@@ -22,7 +22,7 @@ from typing import Literal, TypeVar
 
 from migrator.cloud.errors import AzureCallError, CloudError
 from migrator.cloud.factory import ClientFactory
-from migrator.cloud.graph import GraphAdapter
+from migrator.cloud.graph import IN_FILTER_LIMIT, GraphAdapter
 from migrator.cloud.records import (
     AppRoleGrantRecord,
     PasswordCredentialRecord,
@@ -314,15 +314,20 @@ class Scanner:
             for finding in app.findings:
                 if finding.outbound and finding.client_id:
                     uses.setdefault(finding.client_id.lower(), []).append((app, finding))
-        futures = {app_id: pool.submit(self._principal, app_id, found)
+        ids = sorted(uses)
+        chunks = [ids[i:i + IN_FILTER_LIMIT] for i in range(0, len(ids), IN_FILTER_LIMIT)]
+        records: dict[str, PrincipalRecord | None] = {}
+        for chunk, future in [(c, pool.submit(self.graph.principals, c)) for c in chunks]:
+            found_records = self._guarded("graph:/servicePrincipals", future.result)
+            for app_id in chunk:
+                records[app_id] = (found_records or {}).get(app_id)
+        futures = {app_id: pool.submit(self._principal, app_id, found, records[app_id])
                    for app_id, found in uses.items()}
         out = [f.result() for f in futures.values()]
         return tuple(sorted(out, key=lambda p: (p.name.lower(), p.app_id)))
 
-    def _principal(self, app_id: str,
-                   found: list[tuple[AppInventory, SecretFinding]]) -> PrincipalInventory:
-        record = self._guarded(f"graph:/servicePrincipals(appId='{app_id}')",
-                               lambda: self.graph.principal(app_id))
+    def _principal(self, app_id: str, found: list[tuple[AppInventory, SecretFinding]],
+                   record: PrincipalRecord | None) -> PrincipalInventory:
         self.progress(ScanEvent("principal-done", record.display_name if record else app_id))
         usages = tuple(sorted(
             (Usage(app.site.display, app.site.id, f.secret.name, f.kind.value, f.secret.sticky,
