@@ -36,7 +36,8 @@ def _list_sps(graph: GraphServiceClient, *, flt: str) -> Awaitable[Any]:
         ServicePrincipalsRequestBuilder as Builder,
     )
 
-    query = Builder.ServicePrincipalsRequestBuilderGetQueryParameters(filter=flt, top=999)
+    query = Builder.ServicePrincipalsRequestBuilderGetQueryParameters(
+        filter=flt, top=999, expand=["appRoleAssignments"])
     config = RequestConfiguration(query_parameters=query)
     return graph.service_principals.get(request_configuration=config)
 
@@ -156,7 +157,9 @@ class GraphAdapter:
         return items
 
     def _record(self, sp: Any, app: Any) -> PrincipalRecord:
-        grants = self._grants(str(sp.id))
+        expanded = sp.app_role_assignments  # present when the query had $expand
+        grants = (self._grants_from(expanded) if expanded is not None
+                  else self._grants(str(sp.id)))
         creds = [*(app.password_credentials or [] if app else []),
                  *(sp.password_credentials or [])]
         return PrincipalRecord(
@@ -182,6 +185,9 @@ class GraphAdapter:
             page = self._run("follow app role assignments", functools.partial(
                 _follow, object_id=object_id, link=page.odata_next_link))
             items += list(page.value or [])
+        return self._grants_from(items)
+
+    def _grants_from(self, items: list[Any]) -> tuple[AppRoleGrantRecord, ...]:
         out = []
         for a in items:
             resource = self._resource(str(a.resource_id))

@@ -446,7 +446,8 @@ def _page_size(request: Request) -> int:
 
 
 def collection_response(ctx: SimContext, request: Request, items: list[Json], *,
-                        entity: Entity, context: str, sample: Json | None = None) -> Response:
+                        entity: Entity, context: str, sample: Json | None = None,
+                        expand: Callable[[Json], Json] | None = None) -> Response:
     """One page of `items` (already visible to the caller), filtered, ordered by id and paged
     with an opaque `$skiptoken` naming the last id served: stable while objects come and go."""
     filter_text = request.query_params.get("$filter")
@@ -473,6 +474,8 @@ def collection_response(ctx: SimContext, request: Request, items: list[Json], *,
         path = quote(request.url.path, safe="/()'=,$")
         query = urlencode(params, safe="$'(),", quote_via=quote)
         body["@odata.nextLink"] = f"{ctx.base_url}{path}?{query}"
+    if expand is not None:
+        page = [expand(i) for i in page]
     body["value"] = [_project(i, fields) for i in page]
     return GraphJSONResponse(body)
 
@@ -672,12 +675,34 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
 
     # -- service principals
 
+    def sp_expansion(request: Request) -> Callable[[Json], Json] | None:
+        """`$expand=appRoleAssignments`: each principal with what it has been granted."""
+        raw = request.query_params.get("$expand")
+        if not raw:
+            return None
+        wanted = {w.strip().lower() for w in raw.split(",") if w.strip()}
+        if wanted != {"approleassignments"}:
+            raise bad_request(f"Could not find a navigation property named '{raw}' on type "
+                              "'microsoft.graph.servicePrincipal' that the simulator expands.",
+                              "BadRequest")
+        with tenant.lock:
+            by_principal: dict[str, list[Json]] = {}
+            for a in live_assignments(tenant):
+                by_principal.setdefault(a.principal_id.lower(), []).append(
+                    assignment_json(tenant, a))
+
+        def expand(item: Json) -> Json:
+            return item | {"appRoleAssignments": by_principal.get(str(item["id"]).lower(), [])}
+
+        return expand
+
     async def list_sps(request: Request, caller: Caller) -> Response:
         require(caller, READ_ROLES)
+        expand = sp_expansion(request)
         with tenant.lock:
             items = [service_principal_json(tenant, sp) for sp in visible_sps(tenant)]
         return collection_response(ctx, request, items, entity=SERVICE_PRINCIPALS,
-                                   context="servicePrincipals")
+                                   context="servicePrincipals", expand=expand)
 
     async def get_sp(request: Request, caller: Caller) -> Response:
         require(caller, READ_ROLES)

@@ -627,3 +627,19 @@ def test_wire_shapes_and_odd_requests(sim: Sim) -> None:
         verify=str(sim.ep.ca_bundle))
     assert not_json.status_code == 400
     assert not_json.json()["error"]["code"] == "BadRequest"
+
+
+def test_expand_app_role_assignments_on_a_filtered_list(sim: Sim) -> None:
+    token = sim.graph_token(operator(sim))
+    app_ids = [sim.server.tenant.service_principals[sim.server.tenant.names[n]].app_id
+               for n in ("orders-sp", "reports-sp")]
+    flt = "appId in (" + ",".join(f"'{a}'" for a in app_ids) + ")"
+    response = sim.raw("GET", "/v1.0/servicePrincipals", token=token,
+                       params={"$filter": flt, "$expand": "appRoleAssignments"})
+    assert response.status_code == 200
+    grants = {sp["displayName"]: [a["appRoleId"] for a in sp["appRoleAssignments"]]
+              for sp in response.json()["value"]}
+    assert grants == {"orders-sp": ["df021288-bdef-4463-88db-98f22de89214"], "reports-sp": []}
+    unknown = sim.raw("GET", "/v1.0/servicePrincipals", token=token,
+                      params={"$expand": "owners"})
+    assert unknown.status_code == 400
