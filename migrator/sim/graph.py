@@ -474,9 +474,10 @@ def collection_response(ctx: SimContext, request: Request, items: list[Json], *,
         path = quote(request.url.path, safe="/()'=,$")
         query = urlencode(params, safe="$'(),", quote_via=quote)
         body["@odata.nextLink"] = f"{ctx.base_url}{path}?{query}"
-    if expand is not None:
-        page = [expand(i) for i in page]
-    body["value"] = [_project(i, fields) for i in page]
+    projected = [_project(i, fields) for i in page]
+    if expand is not None:  # navigation properties come with $expand whatever $select says
+        projected = [expand(p | {"id": i["id"]}) for p, i in zip(projected, page, strict=True)]
+    body["value"] = projected
     return GraphJSONResponse(body)
 
 
@@ -528,6 +529,21 @@ def find_application(tenant: Tenant, request: Request) -> Application:
     if app is None:
         raise not_found(key)
     return app
+
+
+_APP_ID_FILTER = re.compile(
+    r"^\s*appId\s+(?:eq\s+'(?P<one>[^']*)'|in\s+\((?P<many>[^)]*)\))\s*$", re.IGNORECASE)
+
+
+def app_id_filter(request: Request) -> list[str] | None:
+    """The app ids of a plain `appId eq|in` filter, so a look-up uses the tenant's index
+    instead of rendering every object (collection_response still applies the filter)."""
+    m = _APP_ID_FILTER.match(request.query_params.get("$filter") or "")
+    if m is None:
+        return None
+    if m.group("one") is not None:
+        return [m.group("one")]
+    return re.findall(r"'([^']*)'", m.group("many"))
 
 
 def find_sp(tenant: Tenant, request: Request) -> ServicePrincipal:
@@ -621,8 +637,11 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
 
     async def list_applications(request: Request, caller: Caller) -> Response:
         require(caller, READ_ROLES)
+        wanted = app_id_filter(request)
         with tenant.lock:
-            items = [application_json(tenant, a) for a in tenant.applications.values()]
+            apps = (tenant.applications.values() if wanted is None else
+                    [a for app_id in wanted for a in tenant.applications.find(app_id)])
+            items = [application_json(tenant, a) for a in apps]
         return collection_response(ctx, request, items, entity=APPLICATIONS,
                                    context="applications")
 
@@ -699,8 +718,12 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
     async def list_sps(request: Request, caller: Caller) -> Response:
         require(caller, READ_ROLES)
         expand = sp_expansion(request)
+        wanted = app_id_filter(request)
         with tenant.lock:
-            items = [service_principal_json(tenant, sp) for sp in visible_sps(tenant)]
+            sps = (visible_sps(tenant) if wanted is None else
+                   [sp for app_id in wanted for sp in tenant.service_principals.find(app_id)
+                    if tenant.is_visible(sp)])
+            items = [service_principal_json(tenant, sp) for sp in sps]
         return collection_response(ctx, request, items, entity=SERVICE_PRINCIPALS,
                                    context="servicePrincipals", expand=expand)
 
