@@ -14,8 +14,8 @@ import functools
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal, TypeVar
@@ -168,6 +168,41 @@ class ScanEvent:
 Progress = Callable[[ScanEvent], None]
 
 
+class _GraphLookups:
+    """Looks principals up in Graph while ARM is still being read: a chunk of IN_FILTER_LIMIT
+    new app ids goes out as soon as the detector has found them, so the Graph phase no longer
+    follows the slowest subscription. Each app id is looked up once."""
+
+    def __init__(self, pool: ThreadPoolExecutor,
+                 lookup: Callable[[list[str]], dict[str, PrincipalRecord]]) -> None:
+        self._pool = pool
+        self._lookup = lookup
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self._pending: list[str] = []
+        self._sent: list[tuple[list[str], Future[dict[str, PrincipalRecord]]]] = []
+
+    def add(self, app_ids: Iterable[str]) -> None:
+        with self._lock:
+            for app_id in app_ids:
+                if app_id not in self._seen:
+                    self._seen.add(app_id)
+                    self._pending.append(app_id)
+            while len(self._pending) >= IN_FILTER_LIMIT:
+                self._send(IN_FILTER_LIMIT)
+
+    def _send(self, count: int) -> None:
+        chunk, self._pending = self._pending[:count], self._pending[count:]
+        self._sent.append((chunk, self._pool.submit(self._lookup, chunk)))
+
+    def finish(self) -> list[tuple[list[str], Future[dict[str, PrincipalRecord]]]]:
+        """Send what is left; every chunk with its (possibly still running) look-up."""
+        with self._lock:
+            if self._pending:
+                self._send(len(self._pending))
+            return list(self._sent)
+
+
 @dataclass
 class _State:
     gaps: list[Gap] = field(default_factory=list)
@@ -192,6 +227,7 @@ class Scanner:
         self.progress = progress
         self.salt = salt if salt is not None else secrets.token_bytes(16)
         self._state = _State()
+        self._lookups: _GraphLookups | None = None
 
     # -- helpers
 
@@ -231,17 +267,21 @@ class Scanner:
                 self.progress(ScanEvent("gap", wanted))
         return chosen
 
-    def _scan_site(self, site: SiteRecord, pool: FairPool) -> None:
-        settings = self._guarded(site.id, lambda: self.web.settings(site))
+    def _scan_site(self, site: SiteRecord, pool: FairPool,
+                   sticky: tuple[frozenset[str], frozenset[str]] | None = None) -> None:
+        settings = self._guarded(site.id, lambda: self.web.settings(site, sticky))
         if settings is not None:
             self._detect(site, settings)
         self.progress(ScanEvent("site-done", site.display))
         if site.slot is None:
+            known = (None if settings is None else
+                     (settings.sticky_app_settings, settings.sticky_connection_strings))
             slots = self._guarded(site.id, lambda: self.web.slots(site)) or []
             if slots:
                 self.progress(ScanEvent("sites-found", site.name, len(slots)))
             for slot in slots:
-                pool.submit(slot.subscription_id, functools.partial(self._scan_site, slot, pool))
+                pool.submit(slot.subscription_id,
+                            functools.partial(self._scan_site, slot, pool, known))
 
     def _detect(self, site: SiteRecord, settings: SettingsRecord) -> None:
         site_settings = SiteSettings(
@@ -254,6 +294,9 @@ class Scanner:
         findings = detect(site_settings, salt=self.salt)
         with self._state.lock:
             self._state.apps.append(AppInventory(site, tuple(findings)))
+        if self._lookups is not None:
+            self._lookups.add(f.client_id.lower() for f in findings
+                              if f.outbound and f.client_id)
 
     def _scan_subscription(self, sub: SubscriptionRecord, scope: ScanScope,
                            pool: FairPool) -> None:
@@ -281,13 +324,19 @@ class Scanner:
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="scan") as pool:
             # msgraph-sdk takes seconds to import and sign in: do it while ARM is being read.
             warm = pool.submit(self.graph.warm)
+
+            def lookup(chunk: list[str]) -> dict[str, PrincipalRecord]:
+                warm.exception()  # sign in once, before the first look-up
+                return self.graph.principals(chunk)
+
+            self._lookups = _GraphLookups(pool, lookup)
             with FairPool(self.workers, self.factory.pacer.ready_in, "scan-arm") as arm:
                 for sub in subscriptions:
                     arm.submit(sub.id, functools.partial(self._scan_subscription, sub, scope,
                                                          arm))
                 arm.join()
             self._guarded("graph", warm.result)
-            principals = self._principals(pool)
+            principals = self._principals(pool, self._lookups.finish())
         state = self._state
         apps = tuple(sorted(state.apps, key=lambda a: (a.site.subscription_id,
                                                        a.site.id.lower())))
@@ -308,16 +357,16 @@ class Scanner:
 
     # -- principals
 
-    def _principals(self, pool: ThreadPoolExecutor) -> tuple[PrincipalInventory, ...]:
+    def _principals(self, pool: ThreadPoolExecutor,
+                    lookups: list[tuple[list[str], Future[dict[str, PrincipalRecord]]]]
+                    ) -> tuple[PrincipalInventory, ...]:
         uses: dict[str, list[tuple[AppInventory, SecretFinding]]] = {}
         for app in self._state.apps:
             for finding in app.findings:
                 if finding.outbound and finding.client_id:
                     uses.setdefault(finding.client_id.lower(), []).append((app, finding))
-        ids = sorted(uses)
-        chunks = [ids[i:i + IN_FILTER_LIMIT] for i in range(0, len(ids), IN_FILTER_LIMIT)]
         records: dict[str, PrincipalRecord | None] = {}
-        for chunk, future in [(c, pool.submit(self.graph.principals, c)) for c in chunks]:
+        for chunk, future in lookups:
             found_records = self._guarded("graph:/servicePrincipals", future.result)
             for app_id in chunk:
                 records[app_id] = (found_records or {}).get(app_id)

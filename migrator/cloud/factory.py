@@ -8,6 +8,7 @@ profile and nothing else.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import threading
@@ -32,6 +33,7 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
 
 from migrator.cloud.pacing import Pacer, PacingPolicy
 from migrator.cloud.profiles import CloudProfile
@@ -67,11 +69,18 @@ class ClientFactory:
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max_connections)
         self._session.mount("https://", adapter)
+        # requests consults the environment (proxy variables, .netrc, CA bundle variables) on
+        # every request when trust_env is set, which costs more than the request itself against
+        # a nearby endpoint. Read the environment once, here, and keep its meaning.
+        self._session.trust_env = False
+        self._session.proxies.update(get_environ_proxies(profile.arm_endpoint))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._graph: GraphServiceClient | None = None
         self._client_cache: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
+        self._verify: str | bool = (profile.ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE")
+                                    or os.environ.get("CURL_CA_BUNDLE") or True)
 
     def _arm_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -82,7 +91,7 @@ class ClientFactory:
             "per_retry_policies": [PacingPolicy(self.pacer)],
             "transport": RequestsTransport(
                 session=self._session, session_owner=False,
-                connection_verify=self.profile.ca_bundle or True,
+                connection_verify=self._verify,
             ),
         }
         return options

@@ -117,9 +117,12 @@ class WebAdapter:
             raise call_error(f"read settings of {site.display}", exc) from None
         return sorted(settings.properties or {}), sorted(strings.properties or {})
 
-    def settings(self, site: SiteRecord) -> SettingsRecord:
+    def settings(self, site: SiteRecord,
+                 sticky: tuple[frozenset[str], frozenset[str]] | None = None) -> SettingsRecord:
         """A site's app settings, connection strings and slot-sticky names, values included:
-        for the detector only; callers never log or keep them."""
+        for the detector only; callers never log or keep them. The sticky names belong to the
+        site, not the slot: pass the production site's (`SettingsRecord.sticky`) to save a read
+        per slot."""
         web = self.factory.web(site.subscription_id)
         rg, name, slot = site.resource_group, site.name, site.slot
         if slot:
@@ -132,8 +135,11 @@ class WebAdapter:
                                 web.web_apps.list_application_settings(rg, name))
             strings = arm_call(f"read connection strings of {site.display}", lambda:
                                web.web_apps.list_connection_strings(rg, name))
-        sticky = arm_call(f"read slot settings of {site.name}", lambda:
-                          web.web_apps.list_slot_configuration_names(rg, name))
+        if sticky is None:
+            names = arm_call(f"read slot settings of {site.name}", lambda:
+                             web.web_apps.list_slot_configuration_names(rg, name))
+            sticky = (frozenset(names.app_setting_names or ()),
+                      frozenset(names.connection_string_names or ()))
         connection_strings = {
             key: (str(getattr(getattr(v, "type", None), "value", getattr(v, "type", "Custom"))),
                   str(v.value or ""))
@@ -142,8 +148,8 @@ class WebAdapter:
         return SettingsRecord(
             app_settings={k: str(v) for k, v in (settings.properties or {}).items()},
             connection_strings=connection_strings,
-            sticky_app_settings=frozenset(sticky.app_setting_names or ()),
-            sticky_connection_strings=frozenset(sticky.connection_string_names or ()),
+            sticky_app_settings=sticky[0],
+            sticky_connection_strings=sticky[1],
         )
 
     def site_list(self, subscription_id: str) -> list[SiteRecord]:
