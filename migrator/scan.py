@@ -35,7 +35,7 @@ from migrator.cloud.records import (
 )
 from migrator.cloud.rights import RightsAdapter
 from migrator.cloud.web import WebAdapter
-from migrator.detect import detect
+from migrator.detect import detect, settings_fingerprint
 from migrator.detect.findings import ConnectionStringValue, SecretFinding, SiteSettings
 from migrator.scheduling import FairPool
 
@@ -58,6 +58,9 @@ class Gap:
 class AppInventory:
     site: SiteRecord
     findings: tuple[SecretFinding, ...]
+    # Salted hash of the settings as read (Inventory.settings_salt): a plan keeps it so that
+    # `apply` can refuse an app whose settings changed since.
+    settings_fingerprint: str = ""
 
 
 MatchStatus = Literal["matched", "ambiguous", "expired", "no-match", "not-checked"]
@@ -134,6 +137,7 @@ class Inventory:
     principals: tuple[PrincipalInventory, ...]
     gaps: tuple[Gap, ...]
     stats: ScanStats
+    settings_salt: str = ""  # hex; the salt of every AppInventory.settings_fingerprint
 
     @property
     def complete(self) -> bool:
@@ -226,6 +230,7 @@ class Scanner:
         self.workers = workers
         self.progress = progress
         self.salt = salt if salt is not None else secrets.token_bytes(16)
+        self.settings_salt = secrets.token_bytes(16)
         self._state = _State()
         self._lookups: _GraphLookups | None = None
 
@@ -292,8 +297,9 @@ class Scanner:
             sticky_connection_strings=settings.sticky_connection_strings,
         )
         findings = detect(site_settings, salt=self.salt)
+        stamp = settings_fingerprint(site_settings, self.settings_salt)
         with self._state.lock:
-            self._state.apps.append(AppInventory(site, tuple(findings)))
+            self._state.apps.append(AppInventory(site, tuple(findings), stamp))
         if self._lookups is not None:
             self._lookups.add(f.client_id.lower() for f in findings
                               if f.outbound and f.client_id)
@@ -346,6 +352,7 @@ class Scanner:
             scanned_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             subscriptions=tuple(subscriptions), apps=apps, principals=principals,
             gaps=tuple(sorted(state.gaps, key=lambda g: (g.scope, g.operation))),
+            settings_salt=self.settings_salt.hex(),
             stats=ScanStats(
                 seconds=round(time.monotonic() - began, 3),
                 sites=sum(1 for a in apps if a.site.slot is None),

@@ -37,6 +37,7 @@ class SiteRecord:
     kind: str
     identity: IdentityRecord
     key_vault_reference_identity: str | None
+    location: str = ""  # where a user-assigned identity for it would be created
 
     @property
     def display(self) -> str:

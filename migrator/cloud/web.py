@@ -70,6 +70,7 @@ def _site(subscription_id: str, site: object, slot_of: str | None = None) -> Sit
         name=name, slot=slot, kind=str(getattr(site, "kind", "") or "app"),
         identity=_identity(getattr(site, "identity", None)),
         key_vault_reference_identity=getattr(site, "key_vault_reference_identity", None),
+        location=str(getattr(site, "location", "") or ""),
     )
 
 

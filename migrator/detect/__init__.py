@@ -15,7 +15,14 @@ from migrator.detect.findings import (
     SettingSource,
     SiteSettings,
 )
-from migrator.detect.rules import SERVICES, Note, Rule, detect, fingerprint
+from migrator.detect.rules import (
+    SERVICES,
+    Note,
+    Rule,
+    detect,
+    fingerprint,
+    settings_fingerprint,
+)
 
 __all__ = [
     "SERVICES",
@@ -30,4 +37,5 @@ __all__ = [
     "SiteSettings",
     "detect",
     "fingerprint",
+    "settings_fingerprint",
 ]

@@ -64,6 +64,7 @@ class SecretFinding:
     fingerprint: str | None = None  # salted hash of the value, to group equal secrets in a scan
     key_vault: KeyVaultRef | None = None
     service: str | None = None  # shared keys: storage, servicebus, eventhubs, cosmosdb
+    target: str | None = None  # SQL: "<server host>/<database>", where the database user lives
     note: str = ""  # one line for people, e.g. why a finding is inbound
 
     @property

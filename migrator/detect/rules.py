@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -120,6 +121,19 @@ def fingerprint(salt: bytes, material: str) -> str:
     """Salted hash of a secret: equal secrets match within a scan, the value stays unknown."""
     digest = hmac.new(salt, material.encode("utf-8", "surrogatepass"), hashlib.sha256)
     return digest.hexdigest()[:FINGERPRINT_LENGTH]
+
+
+def settings_fingerprint(settings: SiteSettings, salt: bytes) -> str:
+    """Salted hash of everything a plan was made from (names, values, types, stickiness), so
+    a later run can tell that an app's settings changed without the plan holding a value."""
+    material = json.dumps({
+        "app_settings": sorted(settings.app_settings.items()),
+        "connection_strings": sorted((k, v.type, v.value)
+                                     for k, v in settings.connection_strings.items()),
+        "sticky_app_settings": sorted(settings.sticky_app_settings),
+        "sticky_connection_strings": sorted(settings.sticky_connection_strings),
+    }, separators=(",", ":"))
+    return hmac.new(salt, material.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def detect(settings: SiteSettings, *, salt: bytes) -> tuple[SecretFinding, ...]:
@@ -272,14 +286,14 @@ _Pairer = Callable[[_Setting, _Site], _Pairing]
 def _finding(setting: _Setting, rule: Rule, kind: FindingKind, pairing: _Pairing, *,
              fingerprint_of: str, salt: bytes, hint: str | None = None,
              key_vault: KeyVaultRef | None = None, service: str | None = None,
-             notes: tuple[Note, ...] = ()) -> SecretFinding:
+             target: str | None = None, notes: tuple[Note, ...] = ()) -> SecretFinding:
     client, tenant = pairing.client_id_setting, pairing.tenant_setting
     return SecretFinding(
         kind=kind, rule=rule.value, secret=setting.ref,
         client_id=pairing.client_id, client_id_setting=client.ref if client else None,
         tenant_id=pairing.tenant_id, tenant_setting=tenant.ref if tenant else None,
         hint=hint, fingerprint=fingerprint(salt, fingerprint_of), key_vault=key_vault,
-        service=service, note="; ".join(note.value for note in notes))
+        service=service, target=target, note="; ".join(note.value for note in notes))
 
 
 @dataclass(frozen=True)
@@ -324,6 +338,7 @@ class _Credential:
     client_id: str | None = None
     tenant_id: str | None = None
     service: str | None = None
+    target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -345,7 +360,7 @@ class _ValueShape:
             client_id=credential.client_id, tenant_id=credential.tenant_id)
         return _finding(setting, self.rule, self.kind, pairing, fingerprint_of=credential.secret,
                         salt=salt, hint=credential.hint, service=credential.service,
-                        notes=(self.note,) if self.note else ())
+                        target=credential.target, notes=(self.note,) if self.note else ())
 
 
 def _hint(value: str) -> str | None:
@@ -430,7 +445,17 @@ def _sql_service_principal(setting: _Setting) -> _Credential | None:
     user = next((fields[k] for k in _SQL_USER_KEYWORDS if fields.get(k)), "")
     app, _, tenant = user.partition("@")  # some samples write <app id>@<tenant>
     return _Credential(secret=password, hint=_hint(password), client_id=values.guid(app),
-                       tenant_id=values.tenant(tenant) if tenant else None)
+                       tenant_id=values.tenant(tenant) if tenant else None,
+                       target=_sql_target(fields))
+
+
+def _sql_target(fields: dict[str, str]) -> str | None:
+    """`Server=tcp:host,1433;Database=db` -> "host/db": where the database user must exist."""
+    server = next((fields[k] for k in ("server", "datasource", "address", "addr",
+                                       "networkaddress") if fields.get(k)), "")
+    database = next((fields[k] for k in ("database", "initialcatalog") if fields.get(k)), "")
+    host = server.strip().removeprefix("tcp:").split(",", 1)[0].strip()
+    return f"{host}/{database.strip()}" if host and database else None
 
 
 def _storage_account_key(setting: _Setting) -> _Credential | None:
