@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import io
 import shlex
 import sys
 import tempfile
@@ -150,6 +151,117 @@ def scan(
     raise typer.Exit(EXIT_OK if inventory.complete else EXIT_FAILED)
 
 
+def _emit(text: str, output: Path | None, about: str = "") -> None:
+    """Standard output, or a file (then a line on stderr says so)."""
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"{output}: cannot write: {exc.strerror or exc}")
+    err.print(f"wrote {output}{about}", highlight=False)
+
+
+def _default_plan_name() -> str:
+    from datetime import datetime, timezone
+
+    return "plan-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+@app.command()
+def plan(
+    subscription: Annotated[list[str] | None, typer.Option(
+        "--subscription", "-s", help="Only this subscription (id or name); repeatable.")] = None,
+    resource_group: Annotated[list[str] | None, typer.Option(
+        "--resource-group", "-g", help="Only this resource group; repeatable.")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="Plan name: writes DIR/NAME.json, .md and .html (default: plan-<UTC time>).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--dir", help="Where plans are written.")
+                       ] = Path("plans"),
+    accept_gap: Annotated[list[str] | None, typer.Option(
+        "--accept-gap", help="Plan apps although the scan could not read this scope (a "
+             "subscription id, or 'graph'): its rights there stay unknown; repeatable.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing plan of that name.")
+                         ] = False,
+    cloud: CloudOption = "AzureCloud",
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent requests.")] = 16,
+) -> None:
+    """Scan, then write a plan (JSON) and its report (Markdown, HTML) for review. Changes
+    nothing in Azure.
+
+    Exit code 0: every app found can be migrated; 1: some app is blocked or the scan is
+    incomplete (see the report); 2: bad input or the operator could not sign in.
+    """
+    from migrator.cloud.factory import ClientFactory
+    from migrator.cloud.profiles import load_profile
+    from migrator.plan import PlanOptions, build_plan
+    from migrator.report import plan_terminal
+    from migrator.report.plan_files import PlanFileError, check_name, write_plan_files
+    from migrator.scan import Scanner, ScanScope
+
+    try:
+        plan_name = check_name(name or _default_plan_name())
+        profile = load_profile(cloud)
+        with ClientFactory(profile) as factory, scan_progress(enabled=True) as progress:
+            inventory = Scanner(factory, workers=workers, progress=progress).run(
+                ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
+        made = build_plan(inventory, PlanOptions(name=plan_name, tool_version=__version__,
+                                                 accept_gaps=tuple(accept_gap or ())))
+        paths = write_plan_files(made, out_dir, overwrite=overwrite)
+    except (CloudError, PlanFileError) as exc:
+        fail(str(exc))
+    plan_terminal.render(made, out)
+    out.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+    complete = made.scan_complete and made.summary.blocked == 0
+    raise typer.Exit(EXIT_OK if complete else EXIT_FAILED)
+
+
+class ReportFormat(str, enum.Enum):
+    terminal = "terminal"
+    markdown = "markdown"
+    html = "html"
+    json = "json"
+
+
+@app.command()
+def report(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (JSON).")],
+    format: Annotated[ReportFormat, typer.Option(
+        "--format", "-f", help="terminal, markdown, html or json.")] = ReportFormat.terminal,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write here instead of standard output.")] = None,
+) -> None:
+    """Show a plan: summary first, then every app's stages and what cannot be undone.
+
+    Exit code 0: shown; 2: the plan is unreadable, not a plan, or was edited after planning.
+    """
+    from migrator.plan import PlanError, load_plan
+    from migrator.report import plan_html, plan_json, plan_markdown, plan_terminal
+
+    try:
+        loaded = load_plan(plan_file)
+    except PlanError as exc:
+        fail(str(exc))
+    if format is ReportFormat.terminal:
+        if output is None:
+            plan_terminal.render(loaded, out)
+            return
+        buffer = io.StringIO()
+        plan_terminal.render(loaded, Console(file=buffer, width=120, color_system=None))
+        text = buffer.getvalue()
+    elif format is ReportFormat.markdown:
+        text = plan_markdown.render(loaded)
+    elif format is ReportFormat.html:
+        text = plan_html.render(loaded)
+    elif format is ReportFormat.json:
+        text = plan_json.render(loaded)
+    else:
+        assert_never(format)
+    _emit(text, output)
+
+
 @contextlib.contextmanager
 def scan_progress(*, enabled: bool) -> Iterator[Callable[[ScanEvent], None]]:
     """A Rich progress bar on a terminal (stderr); silence elsewhere."""
@@ -196,32 +308,33 @@ def sim_generate(
                                   shared_principals=shared_principals, slots=slots, seed=seed)
     except ValueError as exc:
         fail(str(exc))
-    if output is None:
-        sys.stdout.write(text)
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        fail(f"{output}: cannot write: {exc.strerror or exc}")
-    err.print(f"wrote {output} ({len(text.encode()):,} bytes, {apps} apps)", highlight=False)
+    _emit(text, output, f" ({len(text.encode()):,} bytes, {apps} apps)")
 
 
 @app.command()
 def demo(
     estate: Annotated[Path | None, typer.Option(
         help="Estate to use instead of the bundled sample tenant.")] = None,
+    out_dir: Annotated[Path, typer.Option(
+        "--dir", help="Where the demo's plan and report are written.")] = Path("plans"),
 ) -> None:
-    """Run the tool against the built-in simulated tenant and show what it sees."""
+    """Run the tool against the built-in simulated tenant: what it sees, then its plan."""
     from migrator.demo import run_demo
+    from migrator.report import plan_terminal
+    from migrator.report.plan_files import PlanFileError, write_plan_files
     from migrator.report.terminal import render_demo
 
     console = Console()  # made per run: it reads the terminal's width (COLUMNS) when built
     try:
         with console.status("starting the simulated tenant…") as status:
-            result = run_demo(estate, progress=status.update)
-    except (EstateError, CloudError) as exc:
+            result = run_demo(estate, plan_name="demo", progress=status.update)
+        paths = write_plan_files(result.plan, out_dir, overwrite=True)
+    except (EstateError, CloudError, PlanFileError) as exc:
         fail(str(exc))
     render_demo(result, console)
+    console.rule("The plan (dry run: nothing has changed)")
+    plan_terminal.render(result.plan, console)
+    console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
 
 
 def main() -> None:

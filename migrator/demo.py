@@ -4,7 +4,8 @@ Starts `migrator.sim` in process on the bundled sample estate and runs the same 
 against Azure (only the cloud profile differs). It shows what the operator can see (every site
 and slot, its identity, the names of its settings, the simulator's independent verdict on its
 health), then the scan: every service-principal secret, the principal behind it and what that
-principal may do. Later stages (plan, migrate) extend it.
+principal may do; then the plan of the migration, written to `plans/` with its report.
+Later stages (migrate, roll back) extend it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from pathlib import Path
 
 import httpx
 
+from migrator import __version__
 from migrator.cloud.factory import ClientFactory, secret_credential
 from migrator.cloud.profiles import load_profile
 from migrator.cloud.records import SiteRecord, SubscriptionRecord
 from migrator.cloud.web import WebAdapter
+from migrator.plan import Plan, PlanOptions, build_plan
 from migrator.scan import Inventory, Scanner
 
 
@@ -41,6 +44,7 @@ class DemoResult:
     subscriptions: tuple[SubscriptionRecord, ...]
     sites: tuple[SiteView, ...]
     inventory: Inventory
+    plan: Plan
 
 
 def sample_estate() -> Path:
@@ -48,7 +52,7 @@ def sample_estate() -> Path:
     return Path(str(resources.files("migrator.sim").joinpath("samples/contoso.yaml")))
 
 
-def run_demo(estate: Path | None = None, *,
+def run_demo(estate: Path | None = None, *, plan_name: str = "demo",
              progress: Callable[[str], None] = lambda _: None) -> DemoResult:
     from migrator.sim.estate import load_estate
     from migrator.sim.server import SimServer
@@ -78,5 +82,7 @@ def run_demo(estate: Path | None = None, *,
                                           str(probe.get("credential", "?"))))
             progress("scanning for service-principal secrets")
             inventory = Scanner(factory).run()
+        progress("planning the migration")
+        plan = build_plan(inventory, PlanOptions(name=plan_name, tool_version=__version__))
         return DemoResult(str(path), endpoints.base_url, tuple(subscriptions), tuple(views),
-                          inventory)
+                          inventory, plan)

@@ -36,9 +36,11 @@ class Stage(str, enum.Enum):
     GRANT = "grant"
     SWAP = "swap"
     REVOKE = "revoke"
+    CLEANUP = "cleanup"  # a principal's, not an app's: its rights once nothing uses it
 
 
 STAGES: tuple[Stage, ...] = (Stage.IDENTITY, Stage.GRANT, Stage.SWAP, Stage.REVOKE)
+"""An app's stages, in the order they run."""
 
 
 class AppStatus(str, enum.Enum):

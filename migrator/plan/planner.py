@@ -370,15 +370,16 @@ class _Planner:
         site = d.app.site
         steps = _Steps(d.key, Stage.IDENTITY)
         current = site.identity.type or "None"
+        shown = "no identity" if current == "None" else current
         if identity is None:
             has_system = "systemassigned" in current.replace(" ", "").lower()
             steps.add(
                 f"Enable the system-assigned identity of {d.key}" + (
                     " (already enabled: kept)" if has_system else
-                    f" (keeping {current})" if current != "None" else ""),
+                    f" (keeping {shown})" if current != "None" else ""),
                 EnableSystemIdentity(site_id=site.id, current_type=current),
                 Undo(action="restore-identity", description=(
-                    f"set the identity type back to {current}" + (
+                    f"set the identity back to {shown}" + (
                         "" if has_system else "; this deletes the system-assigned identity "
                         "and every grant made to it"))))
         else:
@@ -392,13 +393,13 @@ class _Planner:
                 shared_with=others)
             steps.add(
                 f"Assign {identity.name} to {d.key}" + (
-                    f" (keeping {current})" if current != "None" else ""),
+                    f" (keeping {shown})" if current != "None" else ""),
                 AssignUserAssignedIdentity(
                     site_id=site.id, identity=identity.key, resource_id=identity.resource_id,
                     current_type=current,
                     key_vault_reference_identity=site.key_vault_reference_identity),
                 Undo(action="restore-identity",
-                     description=f"set the identity of {d.key} back to {current}"))
+                     description=f"set the identity of {d.key} back to {shown}"))
         return steps.stage()
 
     def _rights(self, d: _AppDraft, identity: IdentityPlan | None
@@ -637,7 +638,7 @@ class _Planner:
     def _cleanup(self, inv: PrincipalInventory | None, users: list[str],
                  drafts: list[_AppDraft], other: list[str]) -> StagePlan:
         if inv is None or inv.principal is None:
-            return StagePlan(stage=Stage.REVOKE, held=("the principal was not found",))
+            return StagePlan(stage=Stage.CLEANUP, held=("the principal was not found",))
         record = inv.principal
         status = {d.key: d.status for d in drafts}
         held = [f"{u} still uses {record.display_name} and is not migratable in this plan"
@@ -646,7 +647,7 @@ class _Planner:
             held.append(f"{record.display_name} has {len(other)} other valid credential(s) "
                         f"({', '.join(other)}) that no scanned app holds: something outside "
                         "the scan may use them, so its rights stay")
-        steps = _Steps(f"principal {record.display_name}", Stage.REVOKE)
+        steps = _Steps(f"principal/{record.app_id}", Stage.CLEANUP)
         for r in inv.role_assignments:
             steps.add(f"Remove {record.display_name}'s {r.role_name} on {r.scope}",
                       RemoveRoleAssignment(principal_id=record.object_id, scope=r.scope,
@@ -671,9 +672,7 @@ class _Planner:
                                          app_role_value=g.app_role_value),
                       Undo(action="re-add-graph-app-role",
                            description="grant the app role to the principal again"))
-        if held or not steps.steps:
-            return steps.stage(held=tuple(held))
-        return steps.stage(held=("optional; runs only after every app above has been revoked",))
+        return steps.stage(held=tuple(held))
 
 
 class _Steps:

@@ -30,7 +30,9 @@ def _plain(value: Any) -> Any:
 def render_inventory(inventory: Inventory) -> str:
     document = {"schema_version": SCHEMA_VERSION, "complete": inventory.complete,
                 **_plain(inventory)}
+    document.pop("settings_salt", None)  # per-scan salts: meaningless outside this run
     for app in document["apps"]:
+        app.pop("settings_fingerprint", None)
         for finding in app["findings"]:
             finding.pop("fingerprint", None)  # per-scan salt: meaningless outside this run
     return json.dumps(document, indent=2, sort_keys=False) + "\n"

@@ -101,15 +101,22 @@ def test_demo_shows_apps_and_never_a_secret(tmp_path: Path) -> None:
     assert all(s in text for s in secrets)
     estate = tmp_path / "estate.yaml"
     estate.write_text(text)
-    result = CliRunner().invoke(app, ["demo", "--estate", str(estate)],
+    out_dir = tmp_path / "plans"
+    result = CliRunner().invoke(app, ["demo", "--estate", str(estate), "--dir", str(out_dir)],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for name in ("orders-api", "orders-api/staging", "reports-fn", "AZURE_CLIENT_SECRET"):
         assert name in result.output
     assert "dev-api" not in result.output  # the operator holds no role in "dev"
+    assert "dry run" in result.output  # the plan follows the scan
+    written = sorted(p.name for p in out_dir.iterdir())
+    assert written == ["demo.html", "demo.json", "demo.md"]
+    outputs = [result.output, *((out_dir / name).read_text() for name in written)]
+    assert "orders-api" in outputs[-1]  # the Markdown report names the apps
     for secret in secrets:
-        assert secret not in result.output
-        assert secret[:12] not in result.output
+        for text in outputs:
+            assert secret not in text
+            assert secret[:12] not in text
 
 
 def test_demo_bad_estate_exit_2(tmp_path: Path) -> None:

@@ -4,16 +4,18 @@ its integrity and schema, the CLI, and never a secret in a plan or a report."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import pytest
+from conftest import running_sim
 from typer.testing import CliRunner
 
-from conftest import running_sim
 from migrator.cli import app
 from migrator.cloud.web import WebAdapter
 from migrator.detect import ConnectionStringValue, SiteSettings, settings_fingerprint
@@ -261,8 +263,8 @@ def test_revoke_is_held_while_an_unmigratable_app_uses_the_credential(plan: Plan
 def test_principal_rights_removed_only_when_nothing_uses_it(plan: Plan) -> None:
     (shared,) = [p for p in plan.principals if p.name == "shared-sp"]
     assert len(shared.cleanup.steps) == 2
-    assert shared.cleanup.held == ("optional; runs only after every app above has been "
-                                   "revoked",)
+    assert shared.cleanup.held == ()  # runs once both apps are revoked
+    assert shared.cleanup.steps[0].id.startswith(f"principal/{shared.app_id}/cleanup/01-")
 
 
 def test_settings_fingerprint_matches_the_settings_until_they_change(
@@ -353,3 +355,56 @@ def test_cli_report_refuses_an_edited_plan_in_one_line(plan: Plan, tmp_path: Pat
     assert "Traceback" not in result.output
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nope.json")])
     assert missing.exit_code == 2 and "cannot read it" in missing.output
+
+
+# --- golden files ---------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).parents[1] / "golden"
+UPDATE = "MIGRATOR_UPDATE_GOLDEN"
+
+
+def _normalise(text: str, plan: Plan) -> str:
+    """Replace what differs from run to run: secrets are generated at each load (so their
+    hints differ), and the settings salt (so fingerprints and digests differ)."""
+    hints = {c.hint for a in plan.apps for c in a.credentials if c.hint}
+    hints |= {f.hint for a in plan.apps for f in a.findings if f.hint}
+    for hint in sorted(hints, key=len, reverse=True):
+        text = re.sub(rf"(?<=hint ){re.escape(hint)}\b", "<hint>", text)
+        text = text.replace(f'"hint": "{hint}"', '"hint": "<hint>"')
+        text = text.replace(f"`{hint}`", "`<hint>`")
+    text = re.sub(r"sha256:[0-9a-f]{64}", "sha256:<digest>", text)
+    text = re.sub(r'("settings_(?:fingerprint|salt)": )"[0-9a-f]+"', r'\1"<salted>"', text)
+    return text
+
+
+def _check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get(UPDATE):
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"no golden file {path}: run with {UPDATE}=1 once, then review it"
+    assert text == path.read_text(encoding="utf-8"), \
+        f"{name} differs from its golden file; if the change is intended, rerun with {UPDATE}=1"
+
+
+@pytest.fixture(scope="module")
+def golden_plan(planned: tuple[Sim, Inventory, Plan]) -> Plan:
+    _, inventory, _ = planned
+    return build_plan(inventory, PlanOptions(
+        name="mixed", tool_version="golden",
+        created_at=datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)))
+
+
+def test_plan_json_golden(sim: Sim, golden_plan: Plan) -> None:
+    text = _normalise(dump_plan(golden_plan), golden_plan)
+    _check_golden("plan_mixed.json", text)
+    for secret in _all_secrets(sim):
+        assert secret not in text
+
+
+def test_markdown_report_golden(sim: Sim, golden_plan: Plan) -> None:
+    from migrator.report import plan_markdown
+
+    text = _normalise(plan_markdown.render(golden_plan), golden_plan)
+    _check_golden("report_mixed.md", text)
+    for secret in _all_secrets(sim):
+        assert secret not in text
