@@ -9,15 +9,18 @@ from __future__ import annotations
 import contextlib
 import enum
 import io
+import re
 import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typing_extensions import assert_never
 
 from migrator import __version__
@@ -25,6 +28,7 @@ from migrator.cloud.errors import CloudError
 from migrator.sim.estate import EstateError
 
 if TYPE_CHECKING:
+    from migrator.execute.engine import AppOutcome, Engine, EngineEvent
     from migrator.scan import ScanEvent
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -262,6 +266,172 @@ def report(
     _emit(text, output)
 
 
+class StageChoice(str, enum.Enum):
+    identity = "identity"
+    grant = "grant"
+    swap = "swap"
+    revoke = "revoke"
+    all = "all"
+
+
+def _parse_duration(text: str) -> timedelta:
+    """`24h`, `90m`, `30s`, `2d` or plain seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
+    if match is None:
+        raise typer.BadParameter(f"{text!r}: use e.g. 24h, 90m, 30s or 2d")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return timedelta(seconds=float(match.group(1)) * unit)
+
+
+@contextlib.contextmanager
+def _engine(plan_file: Path, cloud: str, events: Callable[[EngineEvent], None]
+            ) -> Iterator[Engine]:
+    """Load the plan, sign in, open its journal and stash: every failure here is one line."""
+    from migrator.cloud.changes import CloudChanges
+    from migrator.cloud.factory import ClientFactory
+    from migrator.cloud.profiles import load_profile
+    from migrator.execute.engine import EngineError
+    from migrator.execute.journal import JournalError
+    from migrator.execute.stash import StashError
+    from migrator.execute.workspace import open_engine
+    from migrator.plan import PlanError, load_plan
+
+    try:
+        loaded = load_plan(plan_file)
+        profile = load_profile(cloud)
+        with ClientFactory(profile) as factory, open_engine(
+                loaded, plan_file, CloudChanges(factory), events=events) as engine:
+            yield engine
+    except (PlanError, JournalError, StashError, CloudError, EngineError) as exc:
+        fail(str(exc))
+
+
+def _events(console: Console) -> Callable[[EngineEvent], None]:
+    marks = {"stage": "[bold]▸[/]", "step": "  …", "step-done": "  [green]✓[/]",
+             "step-failed": "  [red]✗[/]", "undo": "  ↶", "undone": "  [yellow]↶[/]",
+             "note": "  [cyan]note:[/]"}
+
+    def show(event: EngineEvent) -> None:
+        if event.kind in ("step", "undo"):
+            return
+        text = f"{event.app} {event.text}" if event.kind == "stage" else event.text
+        console.print(f"{marks[event.kind]} {escape(text)}", highlight=False)
+    return show
+
+
+def _outcomes(outcomes: list[AppOutcome], ok: tuple[str, ...] = ("done", "waiting")) -> int:
+    colours = {"done": "green", "waiting": "yellow", "refused": "red", "failed": "red",
+               "rolled-back": "yellow"}
+    for o in outcomes:
+        stages = ", ".join(o.stages_done) or "none"
+        out.print(f"[{colours[o.outcome]}]{o.outcome}[/] {escape(o.app)} (stages done: "
+                  f"{stages}){': ' + escape(o.message) if o.message else ''}", highlight=False)
+        if o.script:
+            out.print(escape(o.script), highlight=False, soft_wrap=True)
+    return EXIT_OK if all(o.outcome in ok for o in outcomes) else EXIT_FAILED
+
+
+@app.command()
+def apply(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (JSON).")],
+    app_name: Annotated[list[str] | None, typer.Option(
+        "--app", "-a", help="Only this app (site or site/slot); repeatable. Default: every "
+                            "migratable app.")] = None,
+    stage: Annotated[StageChoice, typer.Option(
+        help="Run up to this stage (earlier ones first, if not done), or all.")
+    ] = StageChoice.all,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
+                   ] = False,
+    soak: Annotated[str, typer.Option(
+        help="How long after the swap the revoke waits (e.g. 24h, 30m, 0).")] = "24h",
+    confirm_sql: Annotated[bool, typer.Option(
+        help="The T-SQL the plan asked for has been run by an operator.")] = False,
+    health_timeout: Annotated[float | None, typer.Option(
+        help="Seconds to wait for the app's health check after the swap (default: the "
+             "plan's).")] = None,
+    cloud: CloudOption = "AzureCloud",
+) -> None:
+    """Carry out a plan, stage by stage, journalling every step; a swap that leaves the app
+    unhealthy is rolled back at once.
+
+    Exit code 0: done (or waiting for a soak period or a confirmation); 1: a step failed, the
+    swap was rolled back, or an app was refused (drifted, blocked, stages out of order);
+    2: bad input.
+    """
+    from migrator.execute.engine import ApplyOptions
+    from migrator.plan.model import STAGES, Stage
+
+    wanted = STAGES if stage is StageChoice.all else STAGES[:STAGES.index(Stage(stage.value)) + 1]
+    options = ApplyOptions(apps=tuple(app_name or ()), stages=wanted,
+                           soak=_parse_duration(soak), confirm_sql=confirm_sql,
+                           health_timeout=health_timeout)
+    with _engine(plan_file, cloud, _events(out)) as engine:
+        steps = engine.preview(options)
+        if not steps:
+            out.print("Nothing to do: every chosen stage is done already.")
+        else:
+            out.print(f"[bold]{len(steps)} steps[/] will run:", highlight=False)
+            for name, st, step in steps:
+                out.print(f"  {escape(name)} [dim]{st.value}[/] {escape(step.title)}",
+                          highlight=False)
+            if not yes:
+                if not sys.stdin.isatty():
+                    fail("not a terminal: pass --yes to apply without a prompt")
+                typer.confirm("Apply these changes to Azure?", abort=True)
+        code = _outcomes(engine.apply(options))
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (JSON).")],
+    cloud: CloudOption = "AzureCloud",
+) -> None:
+    """Per app: the stage reached and when, what is pending or failed, and what to do next."""
+    from rich.table import Table
+
+    with _engine(plan_file, cloud, lambda _: None) as engine:
+        progress = engine.status()
+    table = Table(title=f"Plan {plan_file.name}", highlight=False)
+    for column in ("app", "reached", "identity", "grant", "swap", "revoke", "next"):
+        table.add_column(column)
+    for p in progress:
+        cells = {s.stage: s for s in p.stages}
+        table.add_row(escape(p.app), p.reached, *(
+            (f"{cells[st].state} {cells[st].at:%Y-%m-%d %H:%M}" if cells[st].at else
+             cells[st].state) + (f"\n{escape(cells[st].message)}" if cells[st].message else "")
+            if st in cells else "-" for st in ("identity", "grant", "swap", "revoke")),
+            escape(p.next))
+    Console().print(table)  # made per run: it reads the terminal's width (COLUMNS) when built
+
+
+@app.command()
+def rollback(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (JSON).")],
+    app_name: Annotated[str, typer.Option("--app", "-a", help="The app to roll back.")],
+    to_stage: Annotated[StageChoice | None, typer.Option(
+        help="Keep this stage and the ones before it (default: undo everything).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
+                   ] = False,
+    cloud: CloudOption = "AzureCloud",
+) -> None:
+    """Undo an app's done steps, latest first. After a revoke the old secret is gone: rollback
+    mints a new one on the application and swaps it back in (and says so)."""
+    from migrator.plan.model import Stage
+
+    keep = None if to_stage in (None, StageChoice.all) else Stage(to_stage.value)
+    with _engine(plan_file, cloud, _events(out)) as engine:
+        engine.app(app_name)
+        if not yes:
+            if not sys.stdin.isatty():
+                fail("not a terminal: pass --yes to roll back without a prompt")
+            typer.confirm(f"Roll {app_name} back"
+                          + (f" to its {keep.value} stage?" if keep else " completely?"),
+                          abort=True)
+        code = _outcomes([engine.rollback(app_name, keep)], ok=("rolled-back",))
+    raise typer.Exit(code)
+
+
 @contextlib.contextmanager
 def scan_progress(*, enabled: bool) -> Iterator[Callable[[ScanEvent], None]]:
     """A Rich progress bar on a terminal (stderr); silence elsewhere."""
@@ -322,7 +492,7 @@ def demo(
     from migrator.demo import run_demo
     from migrator.report import plan_terminal
     from migrator.report.plan_files import PlanFileError, write_plan_files
-    from migrator.report.terminal import render_demo
+    from migrator.report.terminal import render_demo, render_demo_acts
 
     console = Console()  # made per run: it reads the terminal's width (COLUMNS) when built
     try:
@@ -335,6 +505,8 @@ def demo(
     console.rule("The plan (dry run: nothing has changed)")
     plan_terminal.render(result.plan, console)
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+    console.rule("Carrying out part of the plan")
+    render_demo_acts(result, console)
 
 
 def main() -> None:

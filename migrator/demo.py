@@ -4,8 +4,8 @@ Starts `migrator.sim` in process on the bundled sample estate and runs the same 
 against Azure (only the cloud profile differs). It shows what the operator can see (every site
 and slot, its identity, the names of its settings, the simulator's independent verdict on its
 health), then the scan: every service-principal secret, the principal behind it and what that
-principal may do; then the plan of the migration, written to `plans/` with its report.
-Later stages (migrate, roll back) extend it.
+principal may do; then the plan of the migration, written to `plans/` with its report; then
+it migrates one app end to end and shows it healthy, and swaps another and rolls it back.
 """
 
 from __future__ import annotations
@@ -14,17 +14,23 @@ import ssl
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 
 import httpx
 
 from migrator import __version__
+from migrator.cloud.changes import CloudChanges
 from migrator.cloud.factory import ClientFactory, secret_credential
 from migrator.cloud.profiles import load_profile
 from migrator.cloud.records import SiteRecord, SubscriptionRecord
 from migrator.cloud.web import WebAdapter
+from migrator.execute.engine import ApplyOptions, AppOutcome, Engine
+from migrator.execute.journal import SqliteJournal
+from migrator.execute.stash import FileStash
 from migrator.plan import Plan, PlanOptions, build_plan
+from migrator.plan.model import STAGES
 from migrator.scan import Inventory, Scanner
 
 
@@ -45,6 +51,19 @@ class DemoResult:
     sites: tuple[SiteView, ...]
     inventory: Inventory
     plan: Plan
+    acts: tuple[DemoAct, ...] = ()
+
+
+@dataclass(frozen=True)
+class DemoAct:
+    """One thing the demo did to an app, and the simulator's verdict on its health."""
+
+    title: str
+    app: str
+    outcome: AppOutcome
+    healthy_before: bool
+    healthy_after: bool
+    credential_after: str  # how the app signs in afterwards, as the simulator resolved it
 
 
 def sample_estate() -> Path:
@@ -82,7 +101,51 @@ def run_demo(estate: Path | None = None, *, plan_name: str = "demo",
                                           str(probe.get("credential", "?"))))
             progress("scanning for service-principal secrets")
             inventory = Scanner(factory).run()
-        progress("planning the migration")
-        plan = build_plan(inventory, PlanOptions(name=plan_name, tool_version=__version__))
+            progress("planning the migration")
+            plan = build_plan(inventory, PlanOptions(name=plan_name, tool_version=__version__))
+            acts = _migrate(plan, factory, sim, Path(state_dir), progress)
         return DemoResult(str(path), endpoints.base_url, tuple(subscriptions), tuple(views),
-                          inventory, plan)
+                          inventory, plan, acts)
+
+
+DEMO_MIGRATE = "inventory-api"  # one principal, one app: migrated end to end
+DEMO_ROLLBACK = "billing-api"  # swapped to its shared identity, then rolled back
+
+
+def _migrate(plan: Plan, factory: ClientFactory, sim: httpx.Client, state_dir: Path,
+             progress: Callable[[str], None]) -> tuple[DemoAct, ...]:
+    """Carry out part of the plan, as `migrator apply` and `migrator rollback` would: one app
+    all the way (the soak period shortened to nothing for the demo), one swapped and undone."""
+    names = {a.name for a in plan.apps}
+    if not {DEMO_MIGRATE, DEMO_ROLLBACK} <= names:
+        return ()
+
+    def health(app: str) -> tuple[bool, str]:
+        site, _, slot = app.partition("/")
+        probe = sim.get(f"/_sites/{site}" + (f"/slots/{slot}" if slot else "") + "/healthz")
+        body = probe.json()
+        return body.get("status") == "healthy", str(body.get("credential", "?"))
+
+    journal = SqliteJournal(state_dir / "demo.journal.sqlite")
+    stash = FileStash(state_dir / "demo.stash", state_dir / "keys" / "stash.key")
+    engine = Engine(plan, journal, stash, CloudChanges(factory))
+    acts = []
+    script: list[tuple[str, str, Callable[[], AppOutcome]]] = [
+        ("migrate: identity, grant, swap, revoke (soak shortened for the demo)", DEMO_MIGRATE,
+         lambda: engine.apply(ApplyOptions(apps=(DEMO_MIGRATE,), soak=timedelta(0),
+                                           health_timeout=30))[0]),
+        ("migrate up to the swap", DEMO_ROLLBACK,
+         lambda: engine.apply(ApplyOptions(apps=(DEMO_ROLLBACK,), stages=STAGES[:3],
+                                           health_timeout=30))[0]),
+        ("roll back completely", DEMO_ROLLBACK, lambda: engine.rollback(DEMO_ROLLBACK)),
+    ]
+    try:
+        for title, app, run in script:
+            progress(f"{title}: {app}")
+            before, _ = health(app)
+            outcome = run()
+            after, credential = health(app)
+            acts.append(DemoAct(title, app, outcome, before, after, credential))
+    finally:
+        journal.close()
+    return tuple(acts)

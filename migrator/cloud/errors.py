@@ -25,6 +25,22 @@ class AzureCallError(CloudError):
     def forbidden(self) -> bool:
         return self.status in (401, 403)
 
+    @property
+    def transient(self) -> bool:
+        """Throttled, a server error or a dropped connection: the same call may succeed later
+        (the SDK has retried already; callers that must finish retry once more, bounded)."""
+        return self.status is None or self.status in (408, 429, 500, 502, 503, 504)
+
 
 class SignInError(CloudError):
     """The credential could not get a token (wrong secret, no credential configured, ...)."""
+
+
+class PrincipalNotReplicated(AzureCallError):
+    """A principal made moments ago is not yet known where the call landed (Entra replication
+    delay: `PrincipalNotFound`, "does not exist"). Not a failure of the request itself: the
+    caller waits and tries again, for a bounded time."""
+
+
+class InvalidResourceId(CloudError, ValueError):
+    """A string that is not the kind of ARM resource id the call needs (site, vault, ...)."""

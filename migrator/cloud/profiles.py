@@ -32,6 +32,12 @@ class CloudProfile(BaseModel):
     # ARM's token buckets relative to Azure's (the simulator can scale them; 0: no throttling,
     # so the client does not pace).
     arm_throttle_scale: float = 1.0
+    # Where an app's health path is probed after a settings swap. None (Azure): the site's
+    # `https://{defaultHostName}`. A cloud whose apps are not reachable by host name (the
+    # simulator) gives a template with the fields {site} (site name), {slot} (slot name or "")
+    # and {slot_path} ("" or "/slots/<slot>"); the health path is appended to it, e.g.
+    # "https://127.0.0.1:8443/_sites/{site}{slot_path}".
+    site_url: str | None = None
 
     @property
     def arm_scope(self) -> str:

@@ -115,3 +115,72 @@ class SettingsRecord:
     connection_strings: dict[str, tuple[str, str]]  # name -> (type, value)
     sticky_app_settings: frozenset[str]
     sticky_connection_strings: frozenset[str]
+
+
+# --- what the executor reads back from, and hands to, the write side (`cloud.changes`) --------
+
+
+@dataclass(frozen=True)
+class SiteAddress:
+    """Where a site or slot lives, parsed from its ARM id: the SDK calls take the parts."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+    slot: str | None
+
+    @property
+    def display(self) -> str:
+        return f"{self.name}/{self.slot}" if self.slot else self.name
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """A site or slot as the executor needs it: identity, host name and health path."""
+
+    record: SiteRecord
+    default_host_name: str
+    health_check_path: str | None
+
+
+@dataclass(frozen=True)
+class UserAssignedIdentityRecord:
+    """A user-assigned managed identity: its ARM id and the ids Entra knows it by."""
+
+    id: str
+    name: str
+    client_id: str
+    principal_id: str
+    location: str
+
+
+@dataclass(frozen=True)
+class HealthProbe:
+    """One GET of an app's health path: ok for a 2xx answer; detail is short and says why."""
+
+    ok: bool
+    status: int | None  # None: no HTTP answer at all (connection, TLS, timeout)
+    detail: str
+
+
+class NewSecret:
+    """A client secret Graph has just minted. Its text leaves only through `reveal()`: repr,
+    str and f-strings show "NewSecret(<hidden>)", so a log line or a traceback's locals cannot
+    print it by accident."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def reveal(self) -> str:
+        """The secret text, for the one place that stores it (the stash or a setting)."""
+        return self._text
+
+    def __repr__(self) -> str:
+        return "NewSecret(<hidden>)"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)

@@ -1,1 +1,1 @@
-"""Placeholder for the execute layer; see ../shared/DESIGN.md and the open issues."""
+"""The executor: steps, their durable journal and secret stash, and the staged engine."""

@@ -59,6 +59,7 @@ def _atomic_write(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)  # a plan and its reports hold no secret: shareable
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

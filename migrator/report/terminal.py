@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from migrator.demo import DemoResult
@@ -36,7 +37,26 @@ def render_demo(result: DemoResult, console: Console) -> None:
         "Setting values stay in Azure: the tool reports names only.\n")
     console.print("[bold]migrator scan[/]", highlight=False)
     render_inventory(result.inventory, console)
-    console.print("[dim]Next stages (plan, migrate) are tracked in the open issues.[/]")
+
+
+def render_demo_acts(result: DemoResult, console: Console) -> None:
+    """What the demo changed, with the simulator's health verdict before and after."""
+    if not result.acts:
+        return
+    table = Table(title="migrator apply / rollback against the simulated tenant",
+                  title_justify="left")
+    for column in ("app", "what", "result", "health before → after", "signs in with"):
+        table.add_column(column, overflow="fold")
+    for act in result.acts:
+        o = act.outcome
+        verdict = ("[green]healthy[/]" if act.healthy_before else "[red]unhealthy[/]") + \
+            " → " + ("[green]healthy[/]" if act.healthy_after else "[red]unhealthy[/]")
+        stages = ", ".join(o.stages_done) or "none"
+        text = f"{o.outcome} (stages done: {stages})" + (f"\n{escape(o.message)}"
+                                                        if o.message else "")
+        text += "".join(f"\n[dim]{escape(n)}[/]" for n in o.notes)
+        table.add_row(act.app, act.title, text, verdict, escape(act.credential_after))
+    console.print(table)
 
 
 def render_inventory(inventory: Inventory, console: Console) -> None:

@@ -212,6 +212,9 @@ class Arm:
                 "keyVaultReferenceIdentity": app.key_vault_reference_identity,
                 "httpsOnly": True, "reserved": "linux" in app.kind,
                 "usageState": "Normal", "availabilityState": "Normal",
+                # GET site carries a partial siteConfig; the health path is in it here so
+                # that the executor knows where to probe without a second read.
+                "siteConfig": {"healthCheckPath": app.health_path},
             },
         }
 
@@ -297,6 +300,12 @@ class Arm:
         return {"id": f"{app.id}/config/{name}", "name": name,
                 "type": "Microsoft.Web/sites/config", "location": app.location,
                 "properties": properties}
+
+    async def get_site_config(self, call: Call) -> Response:
+        """`GET {site}/config/web` (azure-mgmt-web `get_configuration[_slot]`): the part of
+        the site's configuration the simulator models."""
+        app = self.webapp(call, "Microsoft.Web/sites/config/read")
+        return _json(self._config(app, "web", {"healthCheckPath": app.health_path}))
 
     async def list_app_settings(self, call: Call) -> Response:
         app = self.webapp(call, "Microsoft.Web/sites/config/list/action")
@@ -673,6 +682,7 @@ def _table(arm: Arm) -> list[tuple[str, re.Pattern[str], Handler]]:
         ("PATCH", SITE, arm.update_site),
         ("PUT", SITE, arm.update_site),
         ("GET", SITE + r"/slots", arm.list_slots),
+        ("GET", SITE + r"/config/web", arm.get_site_config),
         ("POST", SITE + r"/config/appsettings/list", arm.list_app_settings),
         ("PUT", SITE + r"/config/appsettings", arm.put_app_settings),
         ("POST", SITE + r"/config/connectionstrings/list", arm.list_connection_strings),

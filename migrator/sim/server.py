@@ -138,6 +138,8 @@ class SimServer:
             graph_audience="https://graph.microsoft.com", authority=base_url,
             ca_bundle=str(ca_path), disable_instance_discovery=True, tenant_id=self.tenant.id,
             arm_throttle_scale=self.faults.throttle_scale,
+            # The apps' health routes (admin.py): where the executor probes an app after a swap.
+            site_url=f"{base_url}/_sites/{{site}}{{slot_path}}",
         )
         profile_path = self.state_dir / "profile.json"
         write_profile(profile, profile_path)

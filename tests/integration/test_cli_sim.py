@@ -150,3 +150,28 @@ def test_generate_refuses_impossible_arguments() -> None:
                                       "--shared-principals", "100"])
     assert result.exit_code == 2
     assert "shared principals need at least" in result.output
+
+
+def test_demo_migrates_one_sample_app_and_rolls_another_back(tmp_path: Path) -> None:
+    """The bundled sample, with secrets this test knows, so it can look for them."""
+    from migrator.demo import sample_estate
+
+    text = sample_estate().read_text()
+    secrets = []
+    while "secrets: [{}]" in text:
+        secrets.append(generate_client_secret())
+        text = text.replace("secrets: [{}]", f'secrets: [{{value: "{secrets[-1]}"}}]', 1)
+    assert len(secrets) >= 6
+    estate = tmp_path / "contoso.yaml"
+    estate.write_text(text)
+    result = CliRunner().invoke(app, ["demo", "--estate", str(estate), "--dir",
+                                      str(tmp_path / "plans")], env={"COLUMNS": "220"})
+    assert result.exit_code == 0, result.output
+    acts = result.output.split("Carrying out part of the plan", 1)[1]
+    assert "inventory-api" in acts and "done (stages done: identity, grant, swap, revoke)" in acts
+    assert "rolled-back (stages done: none)" in acts
+    assert acts.count("healthy → healthy") == 3
+    assert "ManagedIdentityCredential (system-assigned inventory-api)" in acts
+    assert "EnvironmentCredential (client secret of billing-sp)" in acts  # back on its secret
+    for secret in secrets:
+        assert secret not in result.output

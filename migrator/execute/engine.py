@@ -1,0 +1,511 @@
+"""The staged engine: runs a plan's steps per app and stage, journals each one before it
+writes, verifies, restores a failed swap at once, rolls back and resumes.
+
+The journal is the only memory: every decision here (is this stage done, when did the swap
+finish, what did the app look like before) is read back from it, so a crashed run and a new
+one see the same thing. A step is recorded `started` with its before-state before it writes to
+Azure and `done` after it has been verified; a step found `started` on the next run is verified
+against Azure and either recorded done or done again (every step is idempotent).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal, TypeVar
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from migrator.cloud.changes import CloudChanges
+from migrator.cloud.errors import AzureCallError, CloudError, PrincipalNotReplicated
+from migrator.detect import ConnectionStringValue, SiteSettings, settings_fingerprint
+from migrator.execute.journal import Journal, JournalEntry, JournalError, StepState
+from migrator.execute.rewrite import RewriteError
+from migrator.execute.stash import Stash, StashError
+from migrator.execute.steps import (
+    HANDLERS,
+    IdentityFacts,
+    NeedsConfirmation,
+    StepContext,
+    StepError,
+)
+from migrator.plan.model import (
+    STAGES,
+    AppPlan,
+    AppStatus,
+    AssignUserAssignedIdentity,
+    EnableSystemIdentity,
+    Plan,
+    RemovePasswordCredential,
+    Stage,
+    StagePlan,
+    Step,
+)
+
+T = TypeVar("T")
+DEFAULT_SOAK = timedelta(hours=24)
+TRANSIENT_ATTEMPTS = 8
+_DONE = (StepState.DONE, StepState.CONFIRMED)
+_FAILURES = (CloudError, StepError, RewriteError, StashError)
+
+
+class EngineError(Exception):
+    """Bad input to the engine (an unknown app, a stage name): one line, nothing changed."""
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    apps: tuple[str, ...] = ()  # empty: every migratable app
+    stages: tuple[Stage, ...] = STAGES
+    soak: timedelta = DEFAULT_SOAK
+    confirm_sql: bool = False
+    health_timeout: float | None = None  # None: the plan's
+    replication_timeout: float = 300.0
+
+
+Outcome = Literal["done", "refused", "failed", "rolled-back", "waiting"]
+
+
+@dataclass(frozen=True)
+class AppOutcome:
+    app: str
+    outcome: Outcome
+    stages_done: tuple[str, ...]  # stages completed (now or before)
+    message: str = ""
+    script: str | None = None  # T-SQL the operator must run (never a secret)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    kind: Literal["stage", "step", "step-done", "step-failed", "undo", "undone", "note"]
+    app: str
+    text: str
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    stage: str
+    state: Literal["done", "partial", "failed", "rolled-back", "pending"]
+    at: datetime | None
+    message: str
+
+
+@dataclass(frozen=True)
+class AppProgress:
+    app: str
+    status: str  # the plan's status: migratable, blocked, advisory
+    reached: str  # last stage done, or "-"
+    stages: tuple[StageProgress, ...]
+    next: str  # what an operator can do next, in words
+
+
+@dataclass
+class _RunState:
+    notes: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """One plan, its journal and stash, and the cloud it changes."""
+
+    def __init__(self, plan: Plan, journal: Journal, stash: Stash, cloud: CloudChanges, *,
+                 events: Callable[[EngineEvent], None] = lambda _: None,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.plan = plan
+        self.journal = journal
+        self.stash = stash
+        self.cloud = cloud
+        self.events = events
+        self.now = now
+        self.sleep = sleep
+        self._apps = {a.name: a for a in plan.apps}
+        self._identity_cache: dict[str, IdentityFacts] = {}
+
+    # -- journal reads
+
+    def _last(self) -> dict[str, JournalEntry]:
+        return self.journal.last_states(self.plan.name)
+
+    def _started_before(self, owner: str, step: Step) -> dict[str, Any]:
+        """The before-state of the step's current attempt: its latest `started` entry."""
+        before: dict[str, Any] = {}
+        for entry in self.journal.entries(self.plan.name, owner):
+            if entry.step_id == step.id and entry.state is StepState.STARTED:
+                before = dict(entry.before)
+        return before
+
+    def _stage_done(self, app: AppPlan, stage: Stage, last: dict[str, JournalEntry]) -> bool:
+        steps = _stage(app, stage).steps
+        return all((e := last.get(s.id)) is not None and e.state in _DONE for s in steps)
+
+    def _stage_touched(self, app: AppPlan, stage: Stage, last: dict[str, JournalEntry]) -> bool:
+        return any((e := last.get(s.id)) is not None and e.state is not StepState.UNDONE
+                   for s in _stage(app, stage).steps)
+
+    def _done_at(self, app: AppPlan, stage: Stage, last: dict[str, JournalEntry]
+                 ) -> datetime | None:
+        times = [e.at for s in _stage(app, stage).steps if (e := last.get(s.id)) is not None
+                 and e.state in _DONE]
+        return max(times) if times else None
+
+    # -- selection and checks
+
+    def app(self, name: str) -> AppPlan:
+        found = self._apps.get(name) or next(
+            (a for a in self.plan.apps if a.site_id.lower() == name.lower()), None)
+        if found is None:
+            names = ", ".join(a.name for a in self.plan.apps) or "none"
+            raise EngineError(f"unknown app {name!r}; the plan's apps are: {names}")
+        return found
+
+    def targets(self, names: Sequence[str]) -> list[AppPlan]:
+        if names:
+            return [self.app(n) for n in names]
+        return [a for a in self.plan.apps if a.status is AppStatus.MIGRATABLE]
+
+    def preview(self, options: ApplyOptions) -> list[tuple[str, Stage, Step]]:
+        """Every step `apply` would run with these options (done ones left out)."""
+        last = self._last()
+        out = []
+        for app in self.targets(options.apps):
+            if app.status is not AppStatus.MIGRATABLE:
+                continue
+            for stage in STAGES:
+                if stage not in options.stages or self._stage_done(app, stage, last):
+                    continue
+                out += [(app.name, stage, s) for s in _stage(app, stage).steps
+                        if (e := last.get(s.id)) is None or e.state not in _DONE]
+        return out
+
+    def _drifted(self, app: AppPlan) -> bool:
+        """Whether the app's settings changed since the plan was made (names, values,
+        stickiness), by the plan's salted fingerprint."""
+        site = app.site_id
+        settings = self.cloud.app_settings(site)
+        strings = self.cloud.connection_strings(site)
+        sticky, sticky_strings = self.cloud.slot_config_names(site)
+        now = settings_fingerprint(SiteSettings(
+            app_settings=settings,
+            connection_strings={k: ConnectionStringValue(t, v) for k, (t, v) in strings.items()},
+            sticky_app_settings=sticky, sticky_connection_strings=sticky_strings),
+            bytes.fromhex(self.plan.settings_salt))
+        return now != app.settings_fingerprint
+
+    def _refusal(self, app: AppPlan, stage: Stage, options: ApplyOptions,
+                 last: dict[str, JournalEntry]) -> tuple[Outcome, str] | None:
+        earlier = [s for s in STAGES[:STAGES.index(stage)]
+                   if not self._stage_done(app, s, last)]
+        if earlier:
+            return "refused", (f"{app.name}: stage {stage.value} needs {earlier[0].value} done "
+                               f"first (apply --stage {earlier[0].value})")
+        plan_stage = _stage(app, stage)
+        if plan_stage.held:
+            return "waiting", f"{app.name}: {stage.value} is held: {plan_stage.held[0]}"
+        if stage is Stage.REVOKE:
+            swapped = self._done_at(app, Stage.SWAP, last)
+            if swapped is not None and self.now() - swapped < options.soak:
+                left = options.soak - (self.now() - swapped)
+                return "waiting", (f"{app.name}: revoke waits for the soak period "
+                                   f"({_duration(options.soak)} after the swap): "
+                                   f"{_duration(left)} left (--soak to change it)")
+            for step in plan_stage.steps:
+                if isinstance(step.params, RemovePasswordCredential):
+                    for other in step.params.also_used_by:
+                        other_app = self._apps.get(other)
+                        if other_app is None or not self._stage_done(other_app, Stage.SWAP,
+                                                                     last):
+                            return "waiting", (f"{app.name}: revoke waits until {other}, which "
+                                               "holds the same credential, is swapped too")
+        if stage in (Stage.IDENTITY, Stage.GRANT, Stage.SWAP) and not self._stage_touched(
+                app, Stage.SWAP, last) and self._drifted(app):
+            return "refused", (f"{app.name}: its settings changed since the plan was made "
+                               "(fingerprint mismatch); make a new plan")
+        return None
+
+    # -- identity
+
+    def _identity(self, app: AppPlan) -> IdentityFacts:
+        cached = self._identity_cache.get(app.name)
+        if cached is not None:
+            return cached
+        facts: IdentityFacts | None = None
+        for stage in app.stages:
+            for step in stage.steps:
+                p = step.params
+                if isinstance(p, EnableSystemIdentity):
+                    facts = self._system_identity(app, p.site_id)
+                elif isinstance(p, AssignUserAssignedIdentity):
+                    found = self.cloud.user_assigned_identity(p.resource_id)
+                    if found is None:
+                        raise StepError(f"{app.name}: identity {p.identity} does not exist yet")
+                    facts = IdentityFacts(found.principal_id, found.client_id, found.id,
+                                          found.name)
+        if facts is None:
+            raise StepError(f"{app.name}: the plan names no identity")
+        self._identity_cache[app.name] = facts
+        return facts
+
+    def _system_identity(self, app: AppPlan, site_id: str) -> IdentityFacts:
+        site = self.cloud.site(site_id).record
+        principal = site.identity.principal_id
+        if not principal:
+            raise StepError(f"{app.name}: has no system-assigned identity yet (stage identity)")
+        record = self.cloud.service_principal_by_object_id(principal)
+        if record is None:
+            raise PrincipalNotReplicated("read the new identity in Graph", 404, "NotFound",
+                                         f"{app.name}'s identity is not in Graph yet")
+        return IdentityFacts(principal, record.app_id, site_id, record.display_name)
+
+    def _still_needed(self, app: AppPlan) -> Callable[[Step], list[str]]:
+        def needed(step: Step) -> list[str]:
+            last = self._last()
+            out = []
+            for other_name in step.shared_with:
+                other = self._apps.get(other_name)
+                if other is None:
+                    continue
+                for stage in other.stages:
+                    for s in stage.steps:
+                        if s.params == step.params and (e := last.get(s.id)) is not None \
+                                and e.state is not StepState.UNDONE:
+                            out.append(other_name)
+            return sorted(set(out))
+        return needed
+
+    def _context(self, app: AppPlan, options: ApplyOptions, notes: list[str]) -> StepContext:
+        return StepContext(
+            plan=self.plan, app=app, cloud=self.cloud, stash=self.stash,
+            identity=lambda: self._identity_with_retry(app, options),
+            still_needed=self._still_needed(app), confirmed_sql=options.confirm_sql,
+            replication_timeout=options.replication_timeout,
+            health_timeout=options.health_timeout, sleep=self.sleep, notes=notes)
+
+    def _identity_with_retry(self, app: AppPlan, options: ApplyOptions) -> IdentityFacts:
+        deadline = time.monotonic() + options.replication_timeout
+        delay = 0.5
+        while True:
+            try:
+                return self._identity(app)
+            except PrincipalNotReplicated:
+                if time.monotonic() >= deadline:
+                    raise
+                self.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- running steps
+
+    def _record(self, app: AppPlan | str, stage: Stage, step: Step, state: StepState, *,
+                before: dict[str, Any] | None = None, result: dict[str, Any] | None = None,
+                message: str = "") -> None:
+        owner = app if isinstance(app, str) else app.name
+        self.journal.record(plan=self.plan.name, plan_digest=self.plan.digest, owner=owner,
+                            stage=stage.value, step_id=step.id, state=state, before=before,
+                            result=result, message=message)
+
+    def _patient(self, call: Callable[[], T]) -> T:
+        """A call retried while Azure answers with transient errors (429, 5xx, a dropped
+        connection) beyond the SDK's own retries: an unattended migration must not stop for
+        a throttled minute. Bounded: the error surfaces after TRANSIENT_ATTEMPTS."""
+        for attempt in Retrying(
+                retry=retry_if_exception(lambda e: isinstance(e, AzureCallError) and e.transient
+                                         and not isinstance(e, PrincipalNotReplicated)),
+                stop=stop_after_attempt(TRANSIENT_ATTEMPTS),
+                wait=wait_exponential(multiplier=0.5, max=20), sleep=self.sleep, reraise=True):
+            with attempt:
+                return call()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run_step(self, ctx: StepContext, stage: Stage, step: Step) -> None:
+        app = ctx.app
+        handler = HANDLERS[step.params.kind]
+        last = self._last().get(step.id)
+        if last is not None and last.state in _DONE:
+            return
+        self.events(EngineEvent("step", app.name, step.title))
+        if last is not None and last.state in (StepState.STARTED, StepState.FAILED):
+            before = self._started_before(app.name, step)
+            if step.params.kind != "sql-user" and self._patient(
+                    lambda: handler.verify(ctx, step, before)):
+                self._record(app, stage, step, StepState.DONE, result={"resumed": True})
+                self.events(EngineEvent("step-done", app.name, step.title))
+                return
+        else:
+            before = self._patient(lambda: handler.snapshot(ctx, step))
+            self._record(app, stage, step, StepState.STARTED, before=before)
+        try:
+            result = self._patient(lambda: handler.do(ctx, step, before))
+            if not self._patient(lambda: handler.verify(ctx, step, before)):
+                raise StepError(f"{app.name}: {step.title}: not in place when read back")
+        except _FAILURES as exc:
+            self._record(app, stage, step, StepState.FAILED, message=_one_line(exc))
+            self.events(EngineEvent("step-failed", app.name, _one_line(exc)))
+            raise
+        state = StepState.CONFIRMED if step.params.kind == "sql-user" else StepState.DONE
+        self._record(app, stage, step, state, result=result)
+        self.events(EngineEvent("step-done", app.name, step.title))
+
+    def _undo_step(self, ctx: StepContext, stage: Stage, step: Step,
+                   last: dict[str, JournalEntry], failures: list[str]) -> None:
+        entry = last.get(step.id)
+        if entry is None or entry.state is StepState.UNDONE:
+            return
+        handler = HANDLERS[step.params.kind]
+        before = self._started_before(ctx.app.name, step)
+        self.events(EngineEvent("undo", ctx.app.name, step.title))
+        self._record(ctx.app, stage, step, StepState.UNDO_STARTED)
+        try:
+            done = _done_result(self.journal.entries(self.plan.name, ctx.app.name), step)
+            result = dict(self._patient(lambda: handler.undo(ctx, step, before, done)))
+        except _FAILURES as exc:
+            self._record(ctx.app, stage, step, StepState.UNDO_FAILED, message=_one_line(exc))
+            failures.append(_one_line(exc))
+            return
+        self._record(ctx.app, stage, step, StepState.UNDONE, result=result)
+        self.events(EngineEvent("undone", ctx.app.name, step.title))
+
+    # -- public operations
+
+    def apply(self, options: ApplyOptions) -> list[AppOutcome]:
+        """Run the chosen stages of the chosen apps, in order; one outcome per app."""
+        return [self._apply_app(app, options) for app in self.targets(options.apps)]
+
+    def _apply_app(self, app: AppPlan, options: ApplyOptions) -> AppOutcome:
+        if app.status is not AppStatus.MIGRATABLE:
+            reasons = "; ".join(b.message for b in app.blocked) or app.status.value
+            return AppOutcome(app.name, "refused", (), f"{app.name} is {app.status.value}: "
+                              f"{reasons}")
+        notes: list[str] = []
+        self._identity_cache.pop(app.name, None)  # a rollback may have replaced it
+        ctx = self._context(app, options, notes)
+        try:
+            for stage in STAGES:
+                last = self._last()
+                if stage not in options.stages or self._stage_done(app, stage, last):
+                    continue
+                refusal = self._refusal(app, stage, options, last)
+                if refusal is not None:
+                    return self._outcome(app, refusal[0], refusal[1], notes)
+                self.events(EngineEvent("stage", app.name, stage.value))
+                try:
+                    for step in _stage(app, stage).steps:
+                        self._run_step(ctx, stage, step)
+                except NeedsConfirmation as exc:
+                    return self._outcome(app, "waiting", str(exc), notes, script=exc.script)
+                except _FAILURES as exc:
+                    if stage is Stage.SWAP:
+                        failures: list[str] = []
+                        self._undo_stage(ctx, stage, failures)
+                        extra = ("; restoring also failed: " + "; ".join(failures)
+                                 if failures else "")
+                        return self._outcome(
+                            app, "rolled-back" if not failures else "failed",
+                            f"{_one_line(exc)}; the swap was rolled back: the app's settings "
+                            f"are as they were{extra}", notes)
+                    return self._outcome(app, "failed", f"{_one_line(exc)} (apply again to "
+                                         "retry, or rollback)", notes)
+        except _FAILURES as exc:  # a read in a check failed: nothing was written for it
+            return self._outcome(app, "failed", _one_line(exc), notes)
+        return self._outcome(app, "done", "", notes)
+
+    def _outcome(self, app: AppPlan, outcome: Outcome, message: str, notes: list[str], *,
+                 script: str | None = None) -> AppOutcome:
+        last = self._last()
+        done = tuple(s.value for s in STAGES if self._stage_done(app, s, last))
+        for note in notes:
+            self.events(EngineEvent("note", app.name, note))
+        return AppOutcome(app.name, outcome, done, message, script, tuple(notes))
+
+    def _undo_stage(self, ctx: StepContext, stage: Stage, failures: list[str]) -> None:
+        last = self._last()
+        for step in reversed(_stage(ctx.app, stage).steps):
+            self._undo_step(ctx, stage, step, last, failures)
+
+    def rollback(self, name: str, to_stage: Stage | None = None,
+                 options: ApplyOptions | None = None) -> AppOutcome:
+        """Undo the app's done steps, latest first, down to (not including) `to_stage`'s
+        successors: `to_stage=identity` keeps the identity; None undoes everything."""
+        app = self.app(name)
+        options = options or ApplyOptions()
+        keep = STAGES.index(to_stage) + 1 if to_stage is not None else 0
+        notes: list[str] = []
+        self._identity_cache.pop(app.name, None)
+        ctx = self._context(app, options, notes)
+        failures: list[str] = []
+        for stage in reversed(STAGES[keep:]):
+            if not self._stage_touched(app, stage, self._last()):
+                continue
+            self.events(EngineEvent("stage", app.name, f"rollback {stage.value}"))
+            self._undo_stage(ctx, stage, failures)
+        if failures:
+            return self._outcome(app, "failed", "some steps could not be undone: "
+                                 + "; ".join(failures) + " (rollback again to retry)", notes)
+        return self._outcome(app, "rolled-back", "", notes)
+
+    def status(self) -> list[AppProgress]:
+        last = self._last()
+        return [self._progress(app, last) for app in self.plan.apps]
+
+    def _progress(self, app: AppPlan, last: dict[str, JournalEntry]) -> AppProgress:
+        if app.status is not AppStatus.MIGRATABLE:
+            return AppProgress(app.name, app.status.value, "-", (), "nothing: " + (
+                app.blocked[0].message if app.blocked else "no principal secret"))
+        stages = []
+        reached = "-"
+        for stage in STAGES:
+            entries = [last.get(s.id) for s in _stage(app, stage).steps]
+            known = [e for e in entries if e is not None]
+            if known and all(e.state in _DONE for e in entries if e is not None) and \
+                    len(known) == len(entries):
+                stages.append(StageProgress(stage.value, "done", max(e.at for e in known), ""))
+                reached = stage.value
+            elif any(e.state in (StepState.FAILED, StepState.UNDO_FAILED) for e in known):
+                failed = next(e for e in known
+                              if e.state in (StepState.FAILED, StepState.UNDO_FAILED))
+                stages.append(StageProgress(stage.value, "failed", failed.at, failed.message))
+            elif known and all(e.state is StepState.UNDONE for e in known):
+                stages.append(StageProgress(stage.value, "rolled-back",
+                                            max(e.at for e in known), ""))
+            elif known:
+                stages.append(StageProgress(stage.value, "partial", max(e.at for e in known),
+                                            "started; apply again to finish, or rollback"))
+            else:
+                held = _stage(app, stage).held
+                stages.append(StageProgress(stage.value, "pending", None,
+                                            f"held: {held[0]}" if held else ""))
+        pending = next((s for s in stages if s.state != "done"), None)
+        next_step = ("nothing: migrated" if pending is None else
+                     f"apply --app {app.name} --stage {pending.stage}")
+        return AppProgress(app.name, app.status.value, reached, tuple(stages), next_step)
+
+
+def _stage(app: AppPlan, stage: Stage) -> StagePlan:
+    for s in app.stages:
+        if s.stage is stage:
+            return s
+    return StagePlan(stage=stage)
+
+
+def _done_result(entries: list[JournalEntry], step: Step) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for e in entries:
+        if e.step_id == step.id and e.state in _DONE:
+            result = dict(e.result)
+    return result
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes = rest // 60
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds % 60} s"
+
+
+__all__ = ["DEFAULT_SOAK", "AppOutcome", "AppProgress", "ApplyOptions", "Engine", "EngineError",
+           "EngineEvent", "JournalError", "StageProgress"]
