@@ -629,15 +629,26 @@ class _RemovePasswordCredential:
         p = step.params
         if not before.get("present"):
             return {"kept": "the credential was already gone before this step"}
-        record, secret = ctx.cloud.add_password(
-            p.application_object_id, f"msi-migrator rollback of {ctx.app.name}")
-        replaced = _swap_secret_in_stash(ctx, p, secret.reveal())
+        marker = f"msi-migrator rollback of {ctx.app.name}"
+        minted_key = ctx.stash_key(step, "minted")
+        existing = ctx.cloud.password_credentials(p.application_object_id)
+        minted = ctx.stash.get(minted_key)
+        if minted is not None and any(c.key_id == minted["key_id"] for c in existing):
+            key_id, hint, text = str(minted["key_id"]), minted.get("hint"), str(minted["secret"])
+        else:
+            record, secret = ctx.cloud.add_password(p.application_object_id, marker)
+            key_id, hint, text = record.key_id, record.hint, secret.reveal()
+            ctx.stash.put(minted_key, {"key_id": key_id, "hint": hint, "secret": text})
+        for orphan in existing:  # minted by a rollback that crashed before it stashed it
+            if orphan.display_name == marker and orphan.key_id != key_id:
+                ctx.cloud.remove_password(p.application_object_id, orphan.key_id)
+        replaced = _swap_secret_in_stash(ctx, p, text)
         ctx.notes.append(
-            f"{ctx.app.name}: minted a new secret {record.key_id} (hint {record.hint}) on the "
-            f"application, because the old one was removed; "
+            f"{ctx.app.name}: minted a new secret {key_id} (hint {hint}) on the application, "
+            "because the old one was removed; "
             + (f"it replaces the old one in {', '.join(replaced)} when the swap is rolled back"
                if replaced else "no stashed setting held the old secret: set it by hand"))
-        return {"new_key_id": record.key_id, "new_hint": record.hint, "replaced": replaced}
+        return {"new_key_id": key_id, "new_hint": hint, "replaced": replaced}
 
 
 def _swap_secret_in_stash(ctx: StepContext, p: RemovePasswordCredential, new: str) -> list[str]:
@@ -677,13 +688,13 @@ def _swap_secret_in_stash(ctx: StepContext, p: RemovePasswordCredential, new: st
         for old in olds:
             app_settings = {k: str(v) for k, v in (new_data.get("app_settings") or {}).items()}
             new_settings = replace_secret(app_settings, old, new)
-            replaced += [k for k in new_settings if new_settings[k] != app_settings[k]]
+            replaced += [k for k in app_settings if old in app_settings[k]]
             new_data["app_settings"] = new_settings
             if "connection_strings" in new_data:
                 conn = {k: (str(v[0]), str(v[1]))
                         for k, v in (new_data.get("connection_strings") or {}).items()}
                 new_conn = {k: [t, v.replace(old, new)] for k, (t, v) in conn.items()}
-                replaced += [k for k in conn if new_conn[k][1] != conn[k][1]]
+                replaced += [k for k in conn if old in conn[k][1]]
                 new_data["connection_strings"] = new_conn
         ctx.stash.put(key, new_data)
     return sorted(set(replaced))
