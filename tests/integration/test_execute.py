@@ -271,3 +271,27 @@ def test_journal_records_before_state_before_each_write(run: Run) -> None:
     assert swap.before["stash"] and "AZURE_CLIENT_SECRET" in swap.before["names"]
     assert "AZURE_CLIENT_SECRET" not in json.dumps(dict(swap.before)).replace(
         '"AZURE_CLIENT_SECRET"', "")  # names only
+
+
+def test_site_and_slot_move_to_one_identity_with_vault_and_graph_rights(run: Run) -> None:
+    assert run.healthy("orders-api") and run.healthy("orders-api/staging")
+    outcomes = run.apply("orders-api", "orders-api/staging")
+    assert outcomes["orders-api"].outcome == "waiting"  # revoke waits for the slot's swap
+    assert outcomes["orders-api/staging"].outcome == "done"
+    assert run.apply("orders-api")["orders-api"].outcome == "done"
+    site, slot = run.site("orders-api"), run.site("orders-api/staging")
+    assert site["identity"]["userAssignedIdentities"] == slot["identity"][
+        "userAssignedIdentities"]
+    assert "AZURE_CLIENT_SECRET" not in site["appSettings"]
+    assert site["slotSettingNames"] == ["AZURE_CLIENT_SECRET"]  # stickiness as it was
+    assert site["appSettings"]["FEATURE_FLAGS"] == "checkout-v2"
+    uai = next(u for u in run.state()["userAssignedIdentities"]
+               if u["id"] == site["identity"]["userAssignedIdentities"][0])
+    vault = next(v for v in run.state()["keyVaults"] if v["id"].endswith("kv-orders"))
+    assert any(p["objectId"] == uai["principalId"] for p in vault["accessPolicies"])
+    sp = next(s for s in run.state()["servicePrincipals"] if s["id"] == uai["principalId"])
+    assert "User.Read.All" in sp["graphAppRoles"]
+    assert run.healthy("orders-api") and run.healthy("orders-api/staging")
+    orders = run.sim.tenant.app_by_app_id(run.sim.client_id("orders-sp"))
+    assert orders is not None
+    assert [p.display_name for p in orders.passwords] == ["old"]  # only the used one removed
