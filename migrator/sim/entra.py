@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from migrator.sim.context import ARM_AUDIENCES, GRAPH_AUDIENCES, SimContext
-from migrator.sim.state import ServicePrincipal, SimError, Tenant, WebApp
+from migrator.sim.state import AutomationAccount, ServicePrincipal, SimError, Tenant, WebApp
 
 MI_API_VERSION = "2019-08-01"
 
@@ -172,7 +172,8 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
     ]
 
 
-def select_identity(tenant: Tenant, host: WebApp, *, client_id: str | None = None,
+def select_identity(tenant: Tenant, host: WebApp | AutomationAccount, *,
+                    client_id: str | None = None,
                     principal_id: str | None = None,
                     resource_id: str | None = None) -> ServicePrincipal:
     """Which of a resource's managed identities a token request gets, as App Service decides:

@@ -163,6 +163,14 @@ class SqlServerSpec(_Spec):
     databases: list[SqlDatabaseSpec] = []
 
 
+class AutomationAccountSpec(_Spec):
+    """An Automation account with a system-assigned identity: where the runbook runs. Role
+    assignments and access policies may name it like a principal."""
+
+    name: str
+    graph_app_roles: list[str] = []
+
+
 class ResourceGroupSpec(_Spec):
     name: str
     location: str = "westeurope"
@@ -170,6 +178,7 @@ class ResourceGroupSpec(_Spec):
     key_vaults: list[KeyVaultSpec] = []
     sites: list[SiteSpec] = []
     sql_servers: list[SqlServerSpec] = []
+    automation_accounts: list[AutomationAccountSpec] = []
 
 
 class SubscriptionSpec(_Spec):

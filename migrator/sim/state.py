@@ -192,6 +192,27 @@ class SiteIdentity:
 
 
 @dataclass
+class AutomationAccount:
+    """An Automation account: its runbooks get tokens for its system-assigned identity from
+    the same managed-identity endpoint as App Service (IDENTITY_ENDPOINT/IDENTITY_HEADER)."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+    location: str
+    identity: SiteIdentity = field(default_factory=lambda: SiteIdentity())
+
+    @property
+    def id(self) -> str:
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.Automation/automationAccounts/{self.name}")
+
+    @property
+    def display(self) -> str:
+        return self.name
+
+
+@dataclass
 class WebApp:
     """A site or one of its slots: each has its own settings and its own managed identity."""
 
@@ -319,6 +340,7 @@ class Tenant:
         self.names: dict[str, str] = {}  # estate name -> principal object id
         self.identity_headers: dict[str, str] = {}  # X-IDENTITY-HEADER -> resource id
         self.webapps_by_id: dict[str, WebApp] = {}  # lowercase resource id
+        self.automation_accounts: dict[str, AutomationAccount] = {}  # lowercase resource id
         self.replication_delay = 0.0  # seconds a new managed identity stays unknown
         self.graph_sp = self._add_graph()
 
@@ -463,10 +485,12 @@ class Tenant:
         self.identity_headers[header] = resource_id
         return header
 
-    def identity_host(self, header: str) -> WebApp | None:
-        """The site or slot whose code sent this X-IDENTITY-HEADER."""
+    def identity_host(self, header: str) -> WebApp | AutomationAccount | None:
+        """The site, slot or Automation account whose code sent this X-IDENTITY-HEADER."""
         rid = self.identity_headers.get(header)
-        return None if rid is None else self.webapps_by_id.get(rid.lower())
+        if rid is None:
+            return None
+        return self.webapps_by_id.get(rid.lower()) or self.automation_accounts.get(rid.lower())
 
     # -- credentials
 
@@ -540,6 +564,7 @@ class _Names:
         self.sites: dict[str, SiteSpec] = {}
         self.slots: dict[str, SlotSpec] = {}
         self.sql_servers: dict[str, tuple[str, ...]] = {}
+        self.automation: set[str] = set()
         for sub in spec.subscriptions:
             sid = self.subscriptions[sub.name]
             for rg in sub.resource_groups:
@@ -554,6 +579,7 @@ class _Names:
                         self.slots[f"{site.name}/{slot.name}"] = slot
                 for server in rg.sql_servers:
                     self.sql_servers[server.name] = tuple(d.name for d in server.databases)
+                self.automation.update(a.name for a in rg.automation_accounts)
 
     def secret_value(self, name: str, index: int) -> str:
         """The estate's secret text, or one made on first use (the same within one load)."""
@@ -598,7 +624,7 @@ class _Names:
         return scope
 
     def principal_ref_problem(self, name: str) -> str | None:
-        if name in self.principals or name in self.uais:
+        if name in self.principals or name in self.uais or name in self.automation:
             return None
         if name in self.sites or name in self.slots:
             target = self.sites.get(name) or self.slots[name]
@@ -678,6 +704,13 @@ def check_references(spec: EstateSpec) -> tuple[Loc, str] | None:
                 if (problem := dup("user-assigned identity", uai,
                                    (*base, "user_assigned_identities", ui))):
                     return problem
+            for ai, account in enumerate(rg.automation_accounts):
+                where: Loc = (*base, "automation_accounts", ai)
+                if (problem := dup("automation account", account.name, (*where, "name"))):
+                    return problem
+                for j, role in enumerate(account.graph_app_roles):
+                    if role not in GRAPH_APP_ROLES:
+                        return (*where, "graph_app_roles", j), f"unknown Graph app role {role!r}"
             for ki, kv in enumerate(rg.key_vaults):
                 if (problem := dup("key vault", kv.name, (*base, "key_vaults", ki, "name"))):
                     return problem
@@ -830,6 +863,18 @@ def _build_tenant(spec: EstateSpec) -> Tenant:
             for site in rg.sites:
                 tenant.sites[site.name.lower()] = _build_site(tenant, names, sid, rg.name,
                                                               rg.location, site)
+            for account_spec in rg.automation_accounts:
+                account = AutomationAccount(sid, rg.name, account_spec.name, rg.location)
+                oid = derive_id("system-identity", f"{account.id.lower()}#1")
+                tenant.new_managed_sp(account.name, account.id,
+                                      client_id=derive_id("system-client", oid), object_id=oid,
+                                      delayed=False)
+                account.identity.system_principal_id = oid
+                tenant.automation_accounts[account.id.lower()] = account
+                tenant.identity_header_for(account.id)
+                tenant.names[account.name] = oid
+                for role in account_spec.graph_app_roles:
+                    _grant_graph(tenant, oid, role)
     for sub in spec.subscriptions:
         sid = names.subscriptions[sub.name]
         for rg in sub.resource_groups:
