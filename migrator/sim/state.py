@@ -200,7 +200,7 @@ class AutomationAccount:
     resource_group: str
     name: str
     location: str
-    identity: SiteIdentity = field(default_factory=lambda: SiteIdentity())
+    identity: SiteIdentity = field(default_factory=SiteIdentity)
 
     @property
     def id(self) -> str:
