@@ -31,7 +31,7 @@ def paths_for(plan_path: Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".journal.sqlite"), stem.with_name(stem.name + ".stash")
 
 
-class _KillSwitch:
+class KillSwitch:
     """A journal that kills its own process before the N-th record (see KILL_ENV)."""
 
     def __init__(self, inner: Journal, before: int) -> None:
@@ -65,7 +65,7 @@ def open_engine(plan: Plan, plan_path: Path, cloud: CloudChanges, *,
     journal: Journal = SqliteJournal(journal_path)
     kill_at = os.environ.get(KILL_ENV)
     if kill_at:
-        journal = _KillSwitch(journal, int(kill_at))
+        journal = KillSwitch(journal, int(kill_at))
     try:
         stash = FileStash(stash_path, default_key_file())
         yield Engine(plan, journal, stash, cloud, events=events)
