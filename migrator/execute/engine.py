@@ -369,8 +369,24 @@ class Engine:
     # -- public operations
 
     def apply(self, options: ApplyOptions) -> list[AppOutcome]:
-        """Run the chosen stages of the chosen apps, in order; one outcome per app."""
-        return [self._apply_app(app, options) for app in self.targets(options.apps)]
+        """Run the chosen stages of the chosen apps, in order; one outcome per app.
+
+        Apps that share a credential wait for each other (a revoke waits until every app
+        holding the credential is swapped), so apps left waiting are tried again while the
+        previous pass moved something forward."""
+        targets = self.targets(options.apps)
+        outcomes = {app.name: self._apply_app(app, options) for app in targets}
+        for _ in range(len(targets)):
+            waiting = [a for a in targets if outcomes[a.name].outcome == "waiting"
+                       and outcomes[a.name].script is None]
+            moved = False
+            for app in waiting:
+                again = self._apply_app(app, options)
+                moved |= again.stages_done != outcomes[app.name].stages_done
+                outcomes[app.name] = again
+            if not moved:
+                break
+        return [outcomes[app.name] for app in targets]
 
     def _apply_app(self, app: AppPlan, options: ApplyOptions) -> AppOutcome:
         if app.status is not AppStatus.MIGRATABLE:

@@ -473,6 +473,7 @@ class _UpdateAppSettings:
     def undo(self, ctx: StepContext, step: Step, before: Mapping[str, Any],
              result: Mapping[str, Any]) -> Result:
         assert isinstance(step.params, UpdateAppSettings)
+        restore_secrets_in_stash(ctx)  # a removed credential gets a working replacement
         saved = ctx.stash.get(str(before["stash"]))
         if saved is None:
             raise StepError(f"{ctx.app.name}: the stash has lost the settings of this step")
@@ -525,6 +526,7 @@ class _UpdateConnectionStrings:
     def undo(self, ctx: StepContext, step: Step, before: Mapping[str, Any],
              result: Mapping[str, Any]) -> Result:
         assert isinstance(step.params, UpdateConnectionStrings)
+        restore_secrets_in_stash(ctx)
         saved = ctx.stash.get(str(before["stash"]))
         if saved is None:
             raise StepError(f"{ctx.app.name}: the stash has lost the connection strings")
@@ -623,35 +625,62 @@ class _RemovePasswordCredential:
 
     def undo(self, ctx: StepContext, step: Step, before: Mapping[str, Any],
              result: Mapping[str, Any]) -> Result:
-        """The old secret is gone: mint a new one and put it where the old one was in this
-        app's stashed settings, so rolling the swap back gives the app a working secret."""
+        """The old secret is gone: mint a new one (one per removed credential, shared by every
+        app that held it) and put it where the old one was in this app's stashed settings, so
+        rolling the swap back gives the app a working secret."""
         assert isinstance(step.params, RemovePasswordCredential)
-        p = step.params
-        if not before.get("present"):
-            return {"kept": "the credential was already gone before this step"}
-        marker = f"msi-migrator rollback of {ctx.app.name}"
-        minted_key = ctx.stash_key(step, "minted")
-        existing = ctx.cloud.password_credentials(p.application_object_id)
-        minted = ctx.stash.get(minted_key)
-        if minted is not None and any(c.key_id == minted["key_id"] for c in existing):
-            key_id, hint, text = str(minted["key_id"]), minted.get("hint"), str(minted["secret"])
-        else:
-            record, secret = ctx.cloud.add_password(p.application_object_id, marker)
-            key_id, hint, text = record.key_id, record.hint, secret.reveal()
-            ctx.stash.put(minted_key, {"key_id": key_id, "hint": hint, "secret": text})
-        for orphan in existing:  # minted by a rollback that crashed before it stashed it
-            if orphan.display_name == marker and orphan.key_id != key_id:
-                ctx.cloud.remove_password(p.application_object_id, orphan.key_id)
-        replaced = _swap_secret_in_stash(ctx, p, text)
+        replaced = restore_secrets_in_stash(ctx)
+        minted = [m for m in replaced if m["key_id"] == step.params.key_id]
+        return {"minted": minted} if minted else {"kept": "the credential is still there"}
+
+
+def _replacement(ctx: StepContext, app_id: str, application_object_id: str,
+                 key_id: str) -> tuple[str, str, str | None] | None:
+    """A working secret for a removed credential: None while the credential still exists;
+    else (new key id, new secret text, hint), minted once per credential and kept in the
+    stash, so every app that held the old one gets the same new one, and a rollback that
+    crashed after minting reuses it instead of minting again."""
+    existing = ctx.cloud.password_credentials(application_object_id)
+    if any(c.key_id == key_id for c in existing):
+        return None
+    marker = f"msi-migrator replacement for {key_id}"
+    stash_key = f"{ctx.plan.name}/minted/{app_id.lower()}/{key_id}"
+    minted = ctx.stash.get(stash_key)
+    if minted is not None and any(c.key_id == minted["key_id"] for c in existing):
+        new_key, text, hint = str(minted["key_id"]), str(minted["secret"]), minted.get("hint")
+    else:
+        record, secret = ctx.cloud.add_password(application_object_id, marker)
+        new_key, text, hint = record.key_id, secret.reveal(), record.hint
+        ctx.stash.put(stash_key, {"key_id": new_key, "hint": hint, "secret": text})
         ctx.notes.append(
-            f"{ctx.app.name}: minted a new secret {key_id} (hint {hint}) on the application, "
-            "because the old one was removed; "
-            + (f"it replaces the old one in {', '.join(replaced)} when the swap is rolled back"
-               if replaced else "no stashed setting held the old secret: set it by hand"))
-        return {"new_key_id": key_id, "new_hint": hint, "replaced": replaced}
+            f"{ctx.app.name}: minted a new secret {new_key} (hint {hint}) on the application, "
+            f"because credential {key_id} was removed; it replaces the old one when the swap "
+            "is rolled back")
+    for orphan in existing:  # minted by a rollback that crashed before it stashed it
+        if orphan.display_name == marker and orphan.key_id != new_key:
+            ctx.cloud.remove_password(application_object_id, orphan.key_id)
+    return new_key, text, None if hint is None else str(hint)
 
 
-def _swap_secret_in_stash(ctx: StepContext, p: RemovePasswordCredential, new: str) -> list[str]:
+def restore_secrets_in_stash(ctx: StepContext) -> list[dict[str, Any]]:
+    """For each credential this app held that has been removed (by its own revoke or another
+    app's), put a working replacement secret where the old one sits in the app's stashed
+    settings. Idempotent: run by revoke undo and again by every swap undo, before restoring."""
+    done: list[dict[str, Any]] = []
+    for cred in ctx.app.credentials:
+        if not cred.application_object_id:
+            continue
+        replacement = _replacement(ctx, cred.app_id, cred.application_object_id, cred.key_id)
+        if replacement is None:
+            continue
+        new_key, text, hint = replacement
+        names = _swap_secret_in_stash(ctx, cred.app_id, text)
+        done.append({"key_id": cred.key_id, "new_key_id": new_key, "new_hint": hint,
+                     "settings": names})
+    return done
+
+
+def _swap_secret_in_stash(ctx: StepContext, app_id: str, new: str) -> list[str]:
     """Find the old secret text in this app's stashed swap data (by the findings' setting
     names) and replace it with the new one everywhere in that data."""
     olds: set[str] = set()
@@ -670,7 +699,7 @@ def _swap_secret_in_stash(ctx: StepContext, p: RemovePasswordCredential, new: st
         settings.update({k: str(v) for k, v in (data.get("app_settings") or {}).items()})
         strings.update({k: str(v[1]) for k, v in (data.get("connection_strings") or {}).items()})
     for finding in ctx.app.findings:
-        if (finding.client_id or "").lower() != p.app_id.lower():
+        if (finding.client_id or "").lower() != app_id.lower():
             continue
         value = (strings if finding.source == "connection_string" else settings).get(
             finding.setting)
