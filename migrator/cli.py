@@ -349,6 +349,9 @@ def apply(
     health_timeout: Annotated[float | None, typer.Option(
         help="Seconds to wait for the app's health check after the swap (default: the "
              "plan's).")] = None,
+    cleanup: Annotated[bool, typer.Option(
+        help="Instead: remove the rights of principals that nothing uses any more (every "
+             "app that used one is revoked; the plan holds nothing back).")] = False,
     cloud: CloudOption = "AzureCloud",
 ) -> None:
     """Carry out a plan, stage by stage, journalling every step; a swap that leaves the app
@@ -366,6 +369,13 @@ def apply(
                            soak=_parse_duration(soak), confirm_sql=confirm_sql,
                            health_timeout=health_timeout)
     with _engine(plan_file, cloud, _events(out)) as engine:
+        if cleanup:
+            if not yes:
+                if not sys.stdin.isatty():
+                    fail("not a terminal: pass --yes to clean up without a prompt")
+                typer.confirm("Remove the rights of principals nothing uses any more?",
+                              abort=True)
+            raise typer.Exit(_outcomes(engine.cleanup(options)))
         steps = engine.preview(options)
         if not steps:
             out.print("Nothing to do: every chosen stage is done already.")
@@ -408,7 +418,8 @@ def status(
 @app.command()
 def rollback(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (JSON).")],
-    app_name: Annotated[str, typer.Option("--app", "-a", help="The app to roll back.")],
+    app_name: Annotated[str, typer.Option(
+        "--app", "-a", help="The app to roll back (or principal/<name> to undo a cleanup).")],
     to_stage: Annotated[StageChoice | None, typer.Option(
         help="Keep this stage and the ones before it (default: undo everything).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
@@ -421,6 +432,11 @@ def rollback(
 
     keep = None if to_stage in (None, StageChoice.all) else Stage(to_stage.value)
     with _engine(plan_file, cloud, _events(out)) as engine:
+        if app_name.startswith("principal/"):  # undo a principal's cleanup
+            if not yes and not sys.stdin.isatty():
+                fail("not a terminal: pass --yes to roll back without a prompt")
+            raise typer.Exit(_outcomes([engine.rollback_cleanup(app_name)],
+                                       ok=("rolled-back",)))
         engine.app(app_name)
         if not yes:
             if not sys.stdin.isatty():

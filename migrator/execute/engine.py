@@ -38,6 +38,7 @@ from migrator.plan.model import (
     AssignUserAssignedIdentity,
     EnableSystemIdentity,
     Plan,
+    PrincipalPlan,
     RemovePasswordCredential,
     Stage,
     StagePlan,
@@ -319,18 +320,18 @@ class Engine:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _run_step(self, ctx: StepContext, stage: Stage, step: Step) -> None:
-        app = ctx.app
+        app = ctx.owner or ctx.app.name
         handler = HANDLERS[step.params.kind]
         last = self._last().get(step.id)
         if last is not None and last.state in _DONE:
             return
-        self.events(EngineEvent("step", app.name, step.title))
+        self.events(EngineEvent("step", app, step.title))
         if last is not None and last.state in (StepState.STARTED, StepState.FAILED):
-            before = self._started_before(app.name, step)
+            before = self._started_before(app, step)
             if step.params.kind != "sql-user" and self._patient(
                     lambda: handler.verify(ctx, step, before)):
                 self._record(app, stage, step, StepState.DONE, result={"resumed": True})
-                self.events(EngineEvent("step-done", app.name, step.title))
+                self.events(EngineEvent("step-done", app, step.title))
                 return
         else:
             before = self._patient(lambda: handler.snapshot(ctx, step))
@@ -338,14 +339,14 @@ class Engine:
         try:
             result = self._patient(lambda: handler.do(ctx, step, before))
             if not self._patient(lambda: handler.verify(ctx, step, before)):
-                raise StepError(f"{app.name}: {step.title}: not in place when read back")
+                raise StepError(f"{app}: {step.title}: not in place when read back")
         except _FAILURES as exc:
             self._record(app, stage, step, StepState.FAILED, message=_one_line(exc))
-            self.events(EngineEvent("step-failed", app.name, _one_line(exc)))
+            self.events(EngineEvent("step-failed", app, _one_line(exc)))
             raise
         state = StepState.CONFIRMED if step.params.kind == "sql-user" else StepState.DONE
         self._record(app, stage, step, state, result=result)
-        self.events(EngineEvent("step-done", app.name, step.title))
+        self.events(EngineEvent("step-done", app, step.title))
 
     def _undo_step(self, ctx: StepContext, stage: Stage, step: Step,
                    last: dict[str, JournalEntry], failures: list[str]) -> None:
@@ -353,18 +354,19 @@ class Engine:
         if entry is None or entry.state is StepState.UNDONE:
             return
         handler = HANDLERS[step.params.kind]
-        before = self._started_before(ctx.app.name, step)
-        self.events(EngineEvent("undo", ctx.app.name, step.title))
-        self._record(ctx.app, stage, step, StepState.UNDO_STARTED)
+        owner = ctx.owner or ctx.app.name
+        before = self._started_before(owner, step)
+        self.events(EngineEvent("undo", owner, step.title))
+        self._record(owner, stage, step, StepState.UNDO_STARTED)
         try:
-            done = _done_result(self.journal.entries(self.plan.name, ctx.app.name), step)
+            done = _done_result(self.journal.entries(self.plan.name, owner), step)
             result = dict(self._patient(lambda: handler.undo(ctx, step, before, done)))
         except _FAILURES as exc:
-            self._record(ctx.app, stage, step, StepState.UNDO_FAILED, message=_one_line(exc))
+            self._record(owner, stage, step, StepState.UNDO_FAILED, message=_one_line(exc))
             failures.append(_one_line(exc))
             return
-        self._record(ctx.app, stage, step, StepState.UNDONE, result=result)
-        self.events(EngineEvent("undone", ctx.app.name, step.title))
+        self._record(owner, stage, step, StepState.UNDONE, result=result)
+        self.events(EngineEvent("undone", owner, step.title))
 
     # -- public operations
 
@@ -459,6 +461,70 @@ class Engine:
             return self._outcome(app, "failed", "some steps could not be undone: "
                                  + "; ".join(failures) + " (rollback again to retry)", notes)
         return self._outcome(app, "rolled-back", "", notes)
+
+    # -- a principal's cleanup: its own rights, once nothing uses it
+
+    def _principal(self, name: str) -> PrincipalPlan:
+        key = name.removeprefix("principal/").lower()
+        for p in self.plan.principals:
+            if key in (p.app_id.lower(), p.name.lower()):
+                return p
+        names = ", ".join(p.name for p in self.plan.principals) or "none"
+        raise EngineError(f"unknown principal {name!r}; the plan's principals are: {names}")
+
+    def _cleanup_context(self, principal: PrincipalPlan, options: ApplyOptions,
+                         notes: list[str]) -> StepContext:
+        host = next((self._apps[u] for u in principal.used_by if u in self._apps),
+                    self.plan.apps[0])
+        ctx = self._context(host, options, notes)
+        ctx.owner = f"principal/{principal.app_id}"
+        return ctx
+
+    def cleanup(self, options: ApplyOptions) -> list[AppOutcome]:
+        """Remove the rights of every principal nothing uses any more: each app that used it
+        has been revoked, and the plan holds nothing back (other valid credentials, blocked
+        users). Optional and separate from `apply`: the operator asks for it."""
+        outcomes = []
+        last = self._last()
+        for principal in self.plan.principals:
+            owner = f"principal/{principal.app_id}"
+            if not principal.cleanup.steps:
+                continue
+            if principal.cleanup.held:
+                outcomes.append(AppOutcome(owner, "waiting", (), f"{principal.name}: "
+                                           f"cleanup is held: {principal.cleanup.held[0]}"))
+                continue
+            pending = [u for u in principal.used_by if u not in self._apps
+                       or not self._stage_done(self._apps[u], Stage.REVOKE, last)]
+            if pending:
+                outcomes.append(AppOutcome(owner, "waiting", (), f"{principal.name}: cleanup "
+                                           f"waits until {', '.join(pending)} is revoked"))
+                continue
+            notes: list[str] = []
+            ctx = self._cleanup_context(principal, options, notes)
+            try:
+                for step in principal.cleanup.steps:
+                    self._run_step(ctx, Stage.CLEANUP, step)
+            except _FAILURES as exc:
+                outcomes.append(AppOutcome(owner, "failed", (), _one_line(exc), None,
+                                           tuple(notes)))
+                continue
+            outcomes.append(AppOutcome(owner, "done", ("cleanup",), "", None, tuple(notes)))
+        return outcomes
+
+    def rollback_cleanup(self, name: str) -> AppOutcome:
+        """Give a principal back the rights its cleanup removed."""
+        principal = self._principal(name)
+        notes: list[str] = []
+        ctx = self._cleanup_context(principal, ApplyOptions(), notes)
+        failures: list[str] = []
+        last = self._last()
+        for step in reversed(principal.cleanup.steps):
+            self._undo_step(ctx, Stage.CLEANUP, step, last, failures)
+        owner = f"principal/{principal.app_id}"
+        if failures:
+            return AppOutcome(owner, "failed", (), "; ".join(failures), None, tuple(notes))
+        return AppOutcome(owner, "rolled-back", (), "", None, tuple(notes))
 
     def status(self) -> list[AppProgress]:
         last = self._last()

@@ -106,6 +106,7 @@ class StepContext:
     health_timeout: float | None = None
     health_interval: float = 2.0
     sleep: Callable[[float], None] = time.sleep
+    owner: str = ""  # whose steps in the journal: the app's name, or "principal/<app id>"
     notes: list[str] = field(default_factory=list)
 
     def stash_key(self, step: Step, part: str) -> str:

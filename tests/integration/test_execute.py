@@ -295,3 +295,25 @@ def test_site_and_slot_move_to_one_identity_with_vault_and_graph_rights(run: Run
     orders = run.sim.tenant.app_by_app_id(run.sim.client_id("orders-sp"))
     assert orders is not None
     assert [p.display_name for p in orders.passwords] == ["old"]  # only the used one removed
+
+
+def test_cleanup_removes_an_unused_principals_rights_and_can_be_undone(run: Run) -> None:
+    solo_sp = run.sim.object_id("solo-sp")
+
+    def rights() -> list[dict[str, Any]]:
+        return [r for r in run.state()["roleAssignments"] if r["principalId"] == solo_sp]
+
+    assert rights()
+    early = {o.app: o for o in run.engine.cleanup(NOW)}
+    assert early[f"principal/{run.sim.client_id('solo-sp')}"].outcome == "waiting"
+    assert rights()  # not before its app is revoked
+    assert run.apply("solo-api")["solo-api"].outcome == "done"
+    done = {o.app: o for o in run.engine.cleanup(NOW)}
+    assert done[f"principal/{run.sim.client_id('solo-sp')}"].outcome == "done"
+    assert rights() == []
+    assert run.healthy("solo-api")  # it signs in as its identity now
+    orders = done[f"principal/{run.sim.client_id('orders-sp')}"]
+    assert orders.outcome == "waiting"  # its "old" credential may be used outside the scan
+    undone = run.engine.rollback_cleanup("solo-sp")
+    assert undone.outcome == "rolled-back", undone.message
+    assert len(rights()) == 1
