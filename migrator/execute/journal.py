@@ -172,21 +172,11 @@ class SqliteJournal:
 
         Everything is checked before anything is written: a refused entry leaves no trace.
         """
-        for name, text in (("plan", plan), ("plan_digest", plan_digest), ("owner", owner),
-                           ("stage", stage), ("step_id", step_id)):
-            if not isinstance(text, str) or not text:
-                raise JournalError(f"a journal entry needs a non-empty {name}")
-            guard_no_secret(text, where=f"the {name} of a journal entry")
-        guard_no_secret(message, where=f"the message of step {step_id}")
-        try:
-            state = StepState(state)
-        except ValueError:
-            raise JournalError(f"step {step_id}: that is not a step state") from None
-        before_json = _to_json(before, f"the before-state of step {step_id}")
-        result_json = _to_json(result, f"the result of step {step_id}")
-        when = _utc(at, step_id)
-        row = (plan, plan_digest, owner, stage, step_id, state.value, when.isoformat(),
-               before_json, result_json, message)
+        checked = check_entry(plan=plan, plan_digest=plan_digest, owner=owner, stage=stage,
+                              step_id=step_id, state=state, before=before, result=result,
+                              message=message, at=at)
+        row = (plan, plan_digest, owner, stage, step_id, checked.state.value,
+               checked.at.isoformat(), checked.before_json, checked.result_json, message)
         with self._lock:
             connection = self._open_connection()
             try:
@@ -321,6 +311,39 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+@dataclass(frozen=True)
+class CheckedEntry:
+    """An entry's parts as every journal stores them, once `check_entry` has passed them."""
+
+    state: StepState
+    before_json: str
+    result_json: str
+    at: datetime  # UTC
+
+
+def check_entry(*, plan: str, plan_digest: str, owner: str, stage: str, step_id: str,
+                state: StepState, before: Mapping[str, Any] | None,
+                result: Mapping[str, Any] | None, message: str,
+                at: datetime | None) -> CheckedEntry:
+    """Everything a journal checks before it writes an entry, whatever its storage: non-empty
+    names, no secret in any field, a known state, JSON documents and an aware time. A refused
+    entry raises JournalError (SecretInJournal for a secret) and leaves no trace."""
+    for name, text in (("plan", plan), ("plan_digest", plan_digest), ("owner", owner),
+                       ("stage", stage), ("step_id", step_id)):
+        if not isinstance(text, str) or not text:
+            raise JournalError(f"a journal entry needs a non-empty {name}")
+        guard_no_secret(text, where=f"the {name} of a journal entry")
+    guard_no_secret(message, where=f"the message of step {step_id}")
+    try:
+        checked_state = StepState(state)
+    except ValueError:
+        raise JournalError(f"step {step_id}: that is not a step state") from None
+    return CheckedEntry(checked_state,
+                        _to_json(before, f"the before-state of step {step_id}"),
+                        _to_json(result, f"the result of step {step_id}"),
+                        _utc(at, step_id))
 
 
 def _utc(at: datetime | None, step_id: str) -> datetime:

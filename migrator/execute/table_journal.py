@@ -42,17 +42,14 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableEntity
 
 from migrator.execute.blob_store import describe_sdk_error
+
+# check_entry is the SQLite journal's own check, so both journals refuse the same entries.
 from migrator.execute.journal import (
     JournalEntry,
     JournalError,
     StepState,
-    guard_no_secret,
+    check_entry,
 )
-
-# The checks are the SQLite journal's own, so that both journals refuse exactly the same
-# entries; they are private there because nothing outside the journals needs them.
-from migrator.execute.journal import _to_json as to_checked_json
-from migrator.execute.journal import _utc as utc_time
 
 # Version of the row layout below; a row written by a newer msi-migrator is refused rather
 # than misread, as the SQLite journal refuses a newer file.
@@ -143,19 +140,11 @@ class TableJournal:
         Everything is checked before anything is written: a refused entry leaves no trace. The
         insert is acknowledged by the service only once it is durable.
         """
-        for name, text in (("plan", plan), ("plan_digest", plan_digest), ("owner", owner),
-                           ("stage", stage), ("step_id", step_id)):
-            if not isinstance(text, str) or not text:
-                raise JournalError(f"a journal entry needs a non-empty {name}")
-            guard_no_secret(text, where=f"the {name} of a journal entry")
-        guard_no_secret(message, where=f"the message of step {step_id}")
-        try:
-            state = StepState(state)
-        except ValueError:
-            raise JournalError(f"step {step_id}: that is not a step state") from None
-        before_json = to_checked_json(before, f"the before-state of step {step_id}")
-        result_json = to_checked_json(result, f"the result of step {step_id}")
-        when = utc_time(at, step_id)
+        checked = check_entry(plan=plan, plan_digest=plan_digest, owner=owner, stage=stage,
+                              step_id=step_id, state=state, before=before, result=result,
+                              message=message, at=at)
+        state, before_json, result_json, when = (checked.state, checked.before_json,
+                                                 checked.result_json, checked.at)
         _check_partition_key(plan)
         properties: dict[str, Any] = {
             "plan_digest": plan_digest, "owner": owner, "stage": stage, "step_id": step_id,
