@@ -105,21 +105,8 @@ class BlobStore:
         sdk_credential: TokenCredential | AzureNamedKeyCredential | AzureSasCredential = (
             AzureSasCredential(credential) if isinstance(credential, str) else credential)
         client = ContainerClient(account_url, container, credential=sdk_credential)
-        try:
-            client.create_container()
-        except ResourceExistsError:
-            pass
-        except HttpResponseError as exc:
-            if exc.status_code != 403:
-                client.close()
-                raise BlobStoreError(f"cannot create the container {container}: "
-                                     f"{describe_sdk_error(exc)}") from None
-            # 403: not allowed to create containers; the first read or write says whether
-            # the container is there.
-        except AzureError as exc:
-            client.close()
-            raise BlobStoreError(f"cannot reach the container {container}: "
-                                 f"{describe_sdk_error(exc)}") from None
+        create_if_missing(client.create_container, client.close, BlobStoreError,
+                          f"the container {container}")
         return cls(client)
 
     def close(self) -> None:
@@ -447,6 +434,25 @@ def _pause(attempt: int) -> None:
     """Wait a random moment, longer after each conflict, so that two jobs stop colliding."""
     ceiling = min(MAX_BACKOFF_SECONDS, 0.005 * 2 ** attempt)
     time.sleep(ceiling * secrets.randbelow(1001) / 1000)
+
+
+def create_if_missing(create: Callable[[], object], close: Callable[[], None],
+                      error: Callable[[str], Exception], what: str) -> None:
+    """Create a container or a table unless it exists, so that a runbook's first job needs no
+    setup step. An identity allowed to use it but not to create it (403) goes on: the first
+    read or write says whether it is there. Anything else closes the client and raises
+    `error` with one line."""
+    try:
+        create()
+    except ResourceExistsError:
+        pass
+    except HttpResponseError as exc:
+        if exc.status_code != 403:
+            close()
+            raise error(f"cannot create {what}: {describe_sdk_error(exc)}") from None
+    except AzureError as exc:
+        close()
+        raise error(f"cannot reach {what}: {describe_sdk_error(exc)}") from None
 
 
 def error_code(error: HttpResponseError) -> str | None:

@@ -41,7 +41,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableEntity
 
-from migrator.execute.blob_store import describe_sdk_error
+from migrator.execute.blob_store import create_if_missing, describe_sdk_error
 
 # check_entry is the SQLite journal's own check, so both journals refuse the same entries.
 from migrator.execute.journal import (
@@ -107,21 +107,8 @@ class TableJournal:
             AzureSasCredential(credential) if isinstance(credential, str) else credential)
         table = TableClient(endpoint=account_url, table_name=table_name,
                             credential=sdk_credential)
-        try:
-            table.create_table()
-        except ResourceExistsError:
-            pass
-        except HttpResponseError as exc:
-            if exc.status_code != 403:
-                table.close()
-                raise JournalError(f"cannot create the journal table {table_name}: "
-                                   f"{describe_sdk_error(exc)}") from None
-            # 403: not allowed to create tables; the first read or write says whether the
-            # table is there.
-        except AzureError as exc:
-            table.close()
-            raise JournalError(f"cannot reach the journal table {table_name}: "
-                               f"{describe_sdk_error(exc)}") from None
+        create_if_missing(table.create_table, table.close, JournalError,
+                          f"the journal table {table_name}")
         return cls(table)
 
     def __enter__(self) -> TableJournal:
