@@ -76,7 +76,14 @@ from migrator.cloud.records import (
     VaultRecord,
 )
 from migrator.cloud.rights import _guid, _permissions
-from migrator.cloud.web import _identity, _site, arm_call
+from migrator.cloud.web import (
+    _identity,
+    _site,
+    arm_call,
+    enum_text,
+    read_app_settings,
+    read_connection_strings,
+)
 
 # The records this module's methods take and return, importable from here with the class.
 __all__ = [
@@ -162,17 +169,12 @@ def _redacted(exc: AzureCallError, values: Iterable[str]) -> AzureCallError:
     return exc if text == str(exc) else _retyped(exc, type(exc), text)
 
 
-def _enum_text(value: object) -> str:
-    """An SDK enum member's wire value (str() of one is its class and member name)."""
-    return str(getattr(value, "value", value))
-
-
 def _role_record(assignment: Any) -> RoleAssignmentRecord:
     return RoleAssignmentRecord(
         id=str(assignment.id), scope=str(assignment.scope),
         role_definition_id=_guid(assignment.role_definition_id),
         principal_id=str(assignment.principal_id).lower(),
-        principal_type=_enum_text(assignment.principal_type),
+        principal_type=enum_text(assignment.principal_type),
     )
 
 
@@ -305,16 +307,7 @@ class CloudChanges:
     def app_settings(self, site_id: str) -> dict[str, str]:
         """A site's (or slot's) app settings, values included: the snapshot a swap restores.
         Keep it in memory or in the stash, never in logs."""
-        address = parse_site_id(site_id)
-        web = self.factory.web(address.subscription_id)
-        rg, name, slot = address.resource_group, address.name, address.slot
-        what = f"read app settings of {address.display}"
-        if slot:
-            found = arm_call(what, lambda: web.web_apps.list_application_settings_slot(
-                rg, name, slot))
-        else:
-            found = arm_call(what, lambda: web.web_apps.list_application_settings(rg, name))
-        return {str(k): str(v) for k, v in (found.properties or {}).items()}
+        return read_app_settings(self.factory, parse_site_id(site_id))
 
     def set_app_settings(self, site_id: str, settings: dict[str, str]) -> None:
         """Replace all app settings (ARM's PUT has no merge: a name left out is deleted). The
@@ -335,17 +328,7 @@ class CloudChanges:
 
     def connection_strings(self, site_id: str) -> dict[str, tuple[str, str]]:
         """A site's (or slot's) connection strings, name -> (type, value); values are secrets."""
-        address = parse_site_id(site_id)
-        web = self.factory.web(address.subscription_id)
-        rg, name, slot = address.resource_group, address.name, address.slot
-        what = f"read connection strings of {address.display}"
-        if slot:
-            found = arm_call(what, lambda: web.web_apps.list_connection_strings_slot(
-                rg, name, slot))
-        else:
-            found = arm_call(what, lambda: web.web_apps.list_connection_strings(rg, name))
-        return {str(k): (_enum_text(v.type or "Custom"), str(v.value or ""))
-                for k, v in (found.properties or {}).items()}
+        return read_connection_strings(self.factory, parse_site_id(site_id))
 
     def set_connection_strings(self, site_id: str,
                                strings: dict[str, tuple[str, str]]) -> None:

@@ -7,7 +7,7 @@ Returns `records` dataclasses; SDK models stop here. Setting *values* are not re
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
@@ -74,6 +74,55 @@ def _site(subscription_id: str, site: object, slot_of: str | None = None) -> Sit
     )
 
 
+class SiteLike(Protocol):
+    """What names a site or slot: a scanned SiteRecord or a parsed SiteAddress."""
+
+    @property
+    def subscription_id(self) -> str: ...
+    @property
+    def resource_group(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def slot(self) -> str | None: ...
+    @property
+    def display(self) -> str: ...
+
+
+def read_app_settings(factory: ClientFactory, site: SiteLike) -> dict[str, str]:
+    """A site's (or slot's) app settings, values included: for the detector and the stash
+    only, never for logs."""
+    web = factory.web(site.subscription_id)
+    rg, name, slot = site.resource_group, site.name, site.slot
+    what = f"read app settings of {site.display}"
+    if slot:
+        found = arm_call(what, lambda: web.web_apps.list_application_settings_slot(
+            rg, name, slot))
+    else:
+        found = arm_call(what, lambda: web.web_apps.list_application_settings(rg, name))
+    return {str(k): str(v) for k, v in (found.properties or {}).items()}
+
+
+def read_connection_strings(factory: ClientFactory, site: SiteLike
+                            ) -> dict[str, tuple[str, str]]:
+    """A site's (or slot's) connection strings, name -> (type, value); values are secrets."""
+    web = factory.web(site.subscription_id)
+    rg, name, slot = site.resource_group, site.name, site.slot
+    what = f"read connection strings of {site.display}"
+    if slot:
+        found = arm_call(what, lambda: web.web_apps.list_connection_strings_slot(
+            rg, name, slot))
+    else:
+        found = arm_call(what, lambda: web.web_apps.list_connection_strings(rg, name))
+    return {str(k): (enum_text(v.type or "Custom"), str(v.value or ""))
+            for k, v in (found.properties or {}).items()}
+
+
+def enum_text(value: object) -> str:
+    """An SDK enum member's wire value (str() of one is its class and member name)."""
+    return str(getattr(value, "value", value))
+
+
 class WebAdapter:
     """Reads subscriptions, sites and slots for one signed-in operator."""
 
@@ -104,19 +153,8 @@ class WebAdapter:
 
     def setting_names(self, site: SiteRecord) -> tuple[list[str], list[str]]:
         """Names of a site's app settings and connection strings (values stay in Azure)."""
-        web = self.factory.web(site.subscription_id)
-        try:
-            if site.slot:
-                settings = web.web_apps.list_application_settings_slot(
-                    site.resource_group, site.name, site.slot)
-                strings = web.web_apps.list_connection_strings_slot(
-                    site.resource_group, site.name, site.slot)
-            else:
-                settings = web.web_apps.list_application_settings(site.resource_group, site.name)
-                strings = web.web_apps.list_connection_strings(site.resource_group, site.name)
-        except HttpResponseError as exc:
-            raise call_error(f"read settings of {site.display}", exc) from None
-        return sorted(settings.properties or {}), sorted(strings.properties or {})
+        return (sorted(read_app_settings(self.factory, site)),
+                sorted(read_connection_strings(self.factory, site)))
 
     def settings(self, site: SiteRecord,
                  sticky: tuple[frozenset[str], frozenset[str]] | None = None) -> SettingsRecord:
@@ -124,31 +162,16 @@ class WebAdapter:
         for the detector only; callers never log or keep them. The sticky names belong to the
         site, not the slot: pass the production site's (`SettingsRecord.sticky`) to save a read
         per slot."""
-        web = self.factory.web(site.subscription_id)
-        rg, name, slot = site.resource_group, site.name, site.slot
-        if slot:
-            settings = arm_call(f"read app settings of {site.display}", lambda:
-                                web.web_apps.list_application_settings_slot(rg, name, slot))
-            strings = arm_call(f"read connection strings of {site.display}", lambda:
-                               web.web_apps.list_connection_strings_slot(rg, name, slot))
-        else:
-            settings = arm_call(f"read app settings of {site.display}", lambda:
-                                web.web_apps.list_application_settings(rg, name))
-            strings = arm_call(f"read connection strings of {site.display}", lambda:
-                               web.web_apps.list_connection_strings(rg, name))
         if sticky is None:
+            web = self.factory.web(site.subscription_id)
             names = arm_call(f"read slot settings of {site.name}", lambda:
-                             web.web_apps.list_slot_configuration_names(rg, name))
+                             web.web_apps.list_slot_configuration_names(site.resource_group,
+                                                                        site.name))
             sticky = (frozenset(names.app_setting_names or ()),
                       frozenset(names.connection_string_names or ()))
-        connection_strings = {
-            key: (str(getattr(getattr(v, "type", None), "value", getattr(v, "type", "Custom"))),
-                  str(v.value or ""))
-            for key, v in (strings.properties or {}).items()
-        }
         return SettingsRecord(
-            app_settings={k: str(v) for k, v in (settings.properties or {}).items()},
-            connection_strings=connection_strings,
+            app_settings=read_app_settings(self.factory, site),
+            connection_strings=read_connection_strings(self.factory, site),
             sticky_app_settings=sticky[0],
             sticky_connection_strings=sticky[1],
         )
