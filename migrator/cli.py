@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import io
-import re
 import shlex
 import sys
 import tempfile
@@ -275,12 +274,12 @@ class StageChoice(str, enum.Enum):
 
 
 def _parse_duration(text: str) -> timedelta:
-    """`24h`, `90m`, `30s`, `2d` or plain seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
-    if match is None:
-        raise typer.BadParameter(f"{text!r}: use e.g. 24h, 90m, 30s or 2d")
-    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return timedelta(seconds=float(match.group(1)) * unit)
+    from migrator.execute.engine import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
 import structlog
@@ -124,14 +124,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def parse_duration(text: str) -> float:
-    import re
+def parse_soak(text: str) -> timedelta:
+    from migrator.execute.engine import parse_duration
 
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
-    if match is None:
-        raise RunbookError(f"--soak {text!r}: use e.g. 24h, 90m, 30s or 2d")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[
-        match.group(2)]
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise RunbookError(f"--soak {exc}") from None
 
 
 # --- the session ---------------------------------------------------------------------------
@@ -259,15 +258,13 @@ def run_advance(s: Session, args: argparse.Namespace, log: Any) -> int:
         raise RunbookError(f"{APPROVALS} names plan {approvals.plan!r}, which is not in the "
                            "container")
     plan: Plan = parse_plan(plan_text, f"plans/{approvals.plan}.json")
-    soak = parse_duration(args.soak)
+    soak = parse_soak(args.soak)
 
     def event(e: EngineEvent) -> None:
         if e.kind in ("stage", "step-done", "undone", "note"):
             log.info(e.kind, app=e.app, step=e.text)
         elif e.kind == "step-failed":
             log.error("step failed", app=e.app, error=e.text)
-
-    from datetime import timedelta
 
     try:
         with s.blobs.lease(f"locks/advance-{plan.name}", LEASE_SECONDS,
@@ -298,7 +295,7 @@ def run_advance(s: Session, args: argparse.Namespace, log: Any) -> int:
                         continue
                     outcome = engine.apply(ApplyOptions(
                         apps=(app,), stages=STAGES[:STAGES.index(due) + 1],
-                        soak=timedelta(seconds=soak), confirm_sql=app in approvals.confirm_sql,
+                        soak=soak, confirm_sql=app in approvals.confirm_sql,
                         health_timeout=args.health_timeout))[0]
                     fields = {"app": app, "stage": due.value, "outcome": outcome.outcome,
                               "stages_done": list(outcome.stages_done)}

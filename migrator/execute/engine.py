@@ -10,6 +10,7 @@ against Azure and either recorded done or done again (every step is idempotent).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from migrator.execute.steps import (
     NeedsConfirmation,
     StepContext,
     StepError,
+    while_replicating,
 )
 from migrator.plan.model import (
     STAGES,
@@ -50,6 +52,16 @@ DEFAULT_SOAK = timedelta(hours=24)
 TRANSIENT_ATTEMPTS = 8
 _DONE = (StepState.DONE, StepState.CONFIRMED)
 _FAILURES = (CloudError, StepError, RewriteError, StashError)
+
+
+def parse_duration(text: str) -> timedelta:
+    """A soak period as operators write it: `24h`, `90m`, `30s`, `2d` or plain seconds.
+    ValueError (saying what to write) for anything else."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
+    if match is None:
+        raise ValueError(f"{text!r}: use e.g. 24h, 90m, 30s or 2d")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return timedelta(seconds=float(match.group(1)) * unit)
 
 
 class EngineError(Exception):
@@ -285,16 +297,9 @@ class Engine:
             health_timeout=options.health_timeout, sleep=self.sleep, notes=notes)
 
     def _identity_with_retry(self, app: AppPlan, options: ApplyOptions) -> IdentityFacts:
-        deadline = time.monotonic() + options.replication_timeout
-        delay = 0.5
-        while True:
-            try:
-                return self._identity(app)
-            except PrincipalNotReplicated:
-                if time.monotonic() >= deadline:
-                    raise
-                self.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        return while_replicating(lambda: self._identity(app),
+                                 timeout=options.replication_timeout, sleep=self.sleep,
+                                 max_wait=10)
 
     # -- running steps
 

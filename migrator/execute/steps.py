@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -55,6 +55,8 @@ from migrator.plan.model import (
     VaultAccessPolicy,
     VerifyHealth,
 )
+
+T = TypeVar("T")
 
 
 class StepError(Exception):
@@ -125,15 +127,22 @@ class Handler(Protocol):
              result: Mapping[str, Any]) -> Result: ...
 
 
-def _replicated(ctx: StepContext, call: Callable[[], Any]) -> Any:
-    """A write naming a new identity: retried while RBAC/Graph do not know it yet."""
+def while_replicating(call: Callable[[], T], *, timeout: float,
+                      sleep: Callable[[float], None], max_wait: float) -> T:
+    """A call naming a new identity, retried while RBAC/Graph do not know it yet (Entra's
+    replication delay), for at most `timeout` seconds."""
     for attempt in Retrying(retry=retry_if_exception_type(PrincipalNotReplicated),
-                            stop=stop_after_delay(ctx.replication_timeout),
-                            wait=wait_exponential(multiplier=0.5, max=15),
-                            sleep=ctx.sleep, reraise=True):
+                            stop=stop_after_delay(timeout),
+                            wait=wait_exponential(multiplier=0.5, max=max_wait),
+                            sleep=sleep, reraise=True):
         with attempt:
             return call()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _replicated(ctx: StepContext, call: Callable[[], T]) -> T:
+    return while_replicating(call, timeout=ctx.replication_timeout, sleep=ctx.sleep,
+                             max_wait=15)
 
 
 def _identity_type(system: bool, user_assigned: tuple[str, ...]) -> str:
