@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import signal
 import ssl
 import subprocess
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 # Azure's ARM buckets, (capacity, refill per second): the simulator's own numbers.
+from migrator.sim.exports import wait_for_exports
 from migrator.sim.faults import ARM_BUCKETS
 
 MB = 1024 * 1024
@@ -276,19 +276,9 @@ def start_sim(estate: Path, state_dir: Path, scale: float,
              "--state-dir", str(state_dir), "--throttle-scale", str(scale)],
             stdout=subprocess.PIPE, stderr=err, text=True,
             env=os.environ | {"COLUMNS": "200"})
-    assert proc.stdout is not None
-    exports: dict[str, str] = {}
-    watchdog = threading.Timer(300, proc.kill)
-    watchdog.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith("export "):
-                name, _, value = line.removeprefix("export ").strip().partition("=")
-                exports[name] = shlex.split(value)[0]
-            if "Ctrl-C" in line:
-                return proc, exports
-    finally:
-        watchdog.cancel()
+    exports = wait_for_exports(proc, timeout=300)
+    if exports is not None:
+        return proc, exports
     proc.kill()
     raise SystemExit(f"the simulator did not start: {log.read_text()[-3000:]}")
 

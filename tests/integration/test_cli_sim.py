@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from typer.testing import CliRunner
 from migrator.cli import app
 from migrator.cloud.factory import ClientFactory, make_credential
 from migrator.cloud.profiles import load_profile
+from migrator.sim.exports import wait_for_exports
 from migrator.sim.state import generate_client_secret
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -28,19 +27,9 @@ def _start(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], dict
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=os.environ | {"COLUMNS": "200"},
     )
-    assert proc.stdout is not None
-    exports: dict[str, str] = {}
-    watchdog = threading.Timer(60, proc.kill)  # a hung start fails the test, not the run
-    watchdog.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith("export "):
-                name, _, value = line.removeprefix("export ").strip().partition("=")
-                exports[name] = shlex.split(value)[0]
-            if "Ctrl-C" in line:
-                return proc, exports
-    finally:
-        watchdog.cancel()
+    exports = wait_for_exports(proc, timeout=60)  # a hung start fails the test, not the run
+    if exports is not None:
+        return proc, exports
     proc.kill()
     raise AssertionError(f"simulator did not start: {proc.stderr.read() if proc.stderr else ''}")
 
