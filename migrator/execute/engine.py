@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
@@ -113,11 +113,6 @@ class AppProgress:
     reached: str  # last stage done, or "-"
     stages: tuple[StageProgress, ...]
     next: str  # what an operator can do next, in words
-
-
-@dataclass
-class _RunState:
-    notes: list[str] = field(default_factory=list)
 
 
 class Engine:
