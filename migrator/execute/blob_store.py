@@ -22,7 +22,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -356,6 +356,16 @@ class BlobStash:
     def delete(self, key: str) -> None:
         """Forget `key`; a missing key changes nothing."""
         self._change(key, lambda entries: {k: v for k, v in entries.items() if k != key})
+
+    def require(self, keys: Iterable[str] = ()) -> None:
+        """Raise StashError unless this key can read the stash (the blob is encrypted whole,
+        so it can never hold entries under two keys) and every one of `keys` is held."""
+        found = self._read()
+        entries = found[0] if found is not None else {}
+        for key in keys:
+            if not isinstance(entries.get(key), dict):
+                raise StashError(f"the stash {self._where} has lost {key!r}, which undoing this "
+                                 "step needs")
 
     def _change(self, key: str, change: Callable[[_Entries], _Entries]) -> None:
         for attempt in range(MAX_STASH_ATTEMPTS):

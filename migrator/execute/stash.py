@@ -10,17 +10,24 @@ In production that is Key Vault. Locally it is `FileStash`: a JSON file of Ferne
 next to the journal and the plans, so that copying a run's directory (to a ticket, a share, a
 pull request) does not copy the means to read it. Each write is atomic and synced before
 `put` returns, and a file lock keeps two processes from losing each other's writes.
+
+A stash is bound to the key that wrote it: the file records the key's id (a hash, which
+reveals nothing of the key), and a different key is refused before anything is written, so
+that a stash never holds entries under two keys, of which the operator has only one.
+`require` lets the engine check, before a rollback changes anything, that every entry it will
+need is there and can be read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 import stat
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +79,22 @@ class Stash(Protocol):
         """Forget `key`; forgetting a key that is not there does nothing."""
         ...
 
+    def require(self, keys: Iterable[str] = ()) -> None:
+        """Raise StashError unless this stash can be written with the key at hand (it was
+        written with that key, or is empty) and every one of `keys` is held and decrypts:
+        what a rollback checks before it changes anything."""
+        ...
+
+
+FILE_FORMAT = "msi-migrator-stash"
+FILE_VERSION = 2  # 1: a flat object of tokens, without the key's id (still read)
+
+
+def key_id(key: bytes) -> str:
+    """A short, stable name for a Fernet key: a hash that tells keys apart and reveals
+    nothing of the key (it is 256 random bits)."""
+    return hashlib.sha256(b"msi-migrator stash key id\n" + key.strip()).hexdigest()[:16]
+
 
 def default_key_file() -> Path:
     """Where the local stash key lives: outside the run's directory, in the user's config.
@@ -102,28 +125,65 @@ class FileStash:
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._thread_lock = threading.Lock()
         self._fernet: Fernet | None = None
+        self._key_id = ""
         if self.key_file.exists():
-            self._fernet = Fernet(_read_key(self.key_file))
+            key = _read_key(self.key_file)
+            self._fernet, self._key_id = Fernet(key), key_id(key)
 
     def put(self, key: str, value: Mapping[str, Any]) -> None:
-        """Encrypt and keep `value` under `key`, synced to disk before returning."""
+        """Encrypt and keep `value` under `key`, synced to disk before returning.
+
+        Refused when the stash was written with another key: entries under two keys would
+        leave the holder of either unable to read them all."""
         plaintext = _encode(key, value)
         with self._locked():
-            tokens = self._read()
-            token = self._cipher(create=not tokens).encrypt(plaintext)
-            tokens[key] = token.decode("ascii")
-            self._write(tokens)
+            bound, tokens = self._read()
+            cipher = self._cipher(create=not tokens)
+            self._check_bound(bound, tokens, cipher)
+            tokens[key] = cipher.encrypt(plaintext).decode("ascii")
+            self._write(tokens, self._key_id)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The value kept under `key`, decrypted, or None.
 
         Needs no lock: the file is only ever replaced whole.
         """
-        token = self._read().get(key)
+        bound, tokens = self._read()
+        token = tokens.get(key)
         if token is None:
             return None
+        cipher = self._cipher(create=False)
+        if bound is not None:
+            self._check_bound(bound, tokens, cipher)
+        return self._decrypt(cipher, key, token)
+
+    def delete(self, key: str) -> None:
+        """Forget `key`, rewriting the file without it; a missing key does nothing."""
+        with self._locked():
+            bound, tokens = self._read()
+            if key in tokens:
+                del tokens[key]
+                self._write(tokens, bound)
+
+    def require(self, keys: Iterable[str] = ()) -> None:
+        """Raise StashError unless the key at hand wrote this stash (or it is empty) and every
+        one of `keys` is held and decrypts. Reads only."""
+        wanted = list(keys)
+        bound, tokens = self._read()
+        if not tokens and not wanted:
+            return
+        cipher = self._cipher(create=False)
+        self._check_bound(bound, tokens, cipher)
+        for key in wanted:
+            token = tokens.get(key)
+            if token is None:
+                raise StashError(f"the stash {self.path} has lost {key!r}, which undoing this "
+                                 "step needs") from None
+            self._decrypt(cipher, key, token)
+
+    def _decrypt(self, cipher: Fernet, key: str, token: str) -> dict[str, Any]:
         try:
-            plaintext = self._cipher(create=False).decrypt(token.encode("ascii"))
+            plaintext = cipher.decrypt(token.encode("ascii"))
         except (InvalidToken, UnicodeError):
             raise StashError(f"the stash {self.path} was written with another key (or altered): "
                              f"{self.key_file} cannot decrypt {key!r}") from None
@@ -132,13 +192,19 @@ class FileStash:
             raise StashError(f"the stash {self.path} holds no object under {key!r}")
         return value
 
-    def delete(self, key: str) -> None:
-        """Forget `key`, rewriting the file without it; a missing key does nothing."""
-        with self._locked():
-            tokens = self._read()
-            if key in tokens:
-                del tokens[key]
-                self._write(tokens)
+    def _check_bound(self, bound: str | None, tokens: Mapping[str, str], cipher: Fernet) -> None:
+        """Refuse a key other than the one the stash was written with. A stash of the first
+        format names no key: there, every entry must decrypt with this one."""
+        ours = self._key_id
+        if bound is not None:
+            if bound != ours:
+                raise StashError(
+                    f"the stash {self.path} was written with another key (key id {bound}); "
+                    f"{self.key_file} holds key {ours}: set MIGRATOR_STASH_KEY_FILE to the key "
+                    "that wrote it") from None
+            return
+        for key, token in tokens.items():
+            self._decrypt(cipher, key, token)
 
     def _cipher(self, *, create: bool) -> Fernet:
         """The key's cipher; `create` allows a new key, only for a stash with no entries."""
@@ -146,8 +212,8 @@ class FileStash:
             if not self.key_file.exists() and not create:
                 raise StashError(f"the stash key file {self.key_file} is missing: the stash "
                                  f"{self.path} cannot be decrypted without the key that wrote it")
-            self._fernet = Fernet(_read_key(self.key_file) if not create
-                                  else _load_or_create_key(self.key_file))
+            key = _read_key(self.key_file) if not create else _load_or_create_key(self.key_file)
+            self._fernet, self._key_id = Fernet(key), key_id(key)
         return self._fernet
 
     @contextmanager
@@ -168,24 +234,40 @@ class FileStash:
             finally:
                 os.close(descriptor)
 
-    def _read(self) -> dict[str, str]:
+    def _read(self) -> tuple[str | None, dict[str, str]]:
+        """The key id the stash is bound to (None for the first format) and its tokens."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return {}
+            return None, {}
         except OSError as exc:
             raise StashError(f"cannot read the stash {self.path}: {exc.strerror}") from None
         try:
-            tokens = json.loads(raw)
+            document = json.loads(raw)
         except (ValueError, UnicodeError):
-            tokens = None
+            document = None
+        bound: str | None = None
+        tokens = document
+        if isinstance(document, dict) and document.get("format") == FILE_FORMAT:
+            if document.get("version") != FILE_VERSION:
+                raise StashError(f"the stash {self.path} was written by another msi-migrator "
+                                 f"(format {document.get('version')!r}, this one reads up to "
+                                 f"{FILE_VERSION})")
+            bound, tokens = document.get("key_id"), document.get("entries")
+            if not isinstance(bound, str):
+                tokens = None
         if not isinstance(tokens, dict) or not all(
                 isinstance(token, str) for token in tokens.values()):
             raise StashError(f"{self.path} is not an msi-migrator stash")
-        return tokens
+        return bound, tokens
 
-    def _write(self, tokens: Mapping[str, str]) -> None:
-        text = json.dumps(tokens, sort_keys=True, indent=1) + "\n"
+    def _write(self, tokens: Mapping[str, str], bound: str | None) -> None:
+        """Write the stash bound to the key id `bound` (None: in the first format, which a
+        delete keeps, since it cannot tell which key wrote the other entries)."""
+        document: dict[str, Any] = (
+            {"format": FILE_FORMAT, "version": FILE_VERSION, "key_id": bound,
+             "entries": dict(tokens)} if bound else dict(tokens))
+        text = json.dumps(document, sort_keys=True, indent=1) + "\n"
         try:
             _write_atomically(self.path, text.encode("utf-8"))
         except OSError as exc:

@@ -3,6 +3,7 @@ write of concurrent processes: rollback of a swap depends on the secret it kept.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import string
@@ -18,7 +19,7 @@ from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from migrator.execute.stash import FileStash, StashError, default_key_file
+from migrator.execute.stash import FileStash, StashError, default_key_file, key_id
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_ALPHABET = string.ascii_letters + string.digits + "_~.-"
@@ -121,6 +122,67 @@ def test_a_stash_read_with_another_key_says_so(tmp_path: Path, stash: FileStash)
         FileStash(stash.path, other_key).get("swap")
     assert "\n" not in str(refused.value)
     assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
+def _other_key(tmp_path: Path) -> Path:
+    other_key = tmp_path / "other" / "stash.key"
+    other_key.parent.mkdir(exist_ok=True)
+    other_key.write_bytes(Fernet.generate_key())
+    other_key.chmod(0o600)
+    return other_key
+
+
+def test_a_stash_is_bound_to_its_key_and_refuses_to_mix_in_another(
+        tmp_path: Path, stash: FileStash, key_file: Path) -> None:
+    """The issue-11 defect: a rollback with another valid key stored a minted secret under
+    that key, so the stash held entries under two keys and no key could read them all."""
+    secret = entra_secret()
+    stash.put("swap", {"secret": secret})
+    wrong = FileStash(stash.path, _other_key(tmp_path))
+    before = stash.path.read_bytes()
+    with pytest.raises(StashError, match=r"written with another key \(key id [0-9a-f]{16}\)"):
+        wrong.put("minted", {"secret": entra_secret()})
+    with pytest.raises(StashError, match="written with another key"):
+        wrong.require()
+    assert stash.path.read_bytes() == before  # nothing was written under the other key
+    document = json.loads(before)
+    assert document["format"] == "msi-migrator-stash" and document["version"] == 2
+    assert document["key_id"] == key_id(key_file.read_bytes())
+    assert key_file.read_text().strip() not in before.decode()  # the id is not the key
+    stash.require(["swap"])  # the right key: fine
+    assert stash.get("swap") == {"secret": secret}
+
+
+def test_require_names_a_lost_entry_and_a_missing_key(stash: FileStash, key_file: Path) -> None:
+    stash.require()  # no stash yet, nothing needed: fine, and nothing is created
+    assert not stash.path.exists() and not key_file.exists()
+    stash.put("swap", {"v": 1})
+    with pytest.raises(StashError, match="has lost 'gone'"):
+        stash.require(["swap", "gone"])
+    key_file.unlink()
+    with pytest.raises(StashError, match=r"key file .* is missing"):
+        FileStash(stash.path, key_file).require(["swap"])
+
+
+def test_a_stash_of_the_first_format_is_read_and_bound_on_the_next_write(
+        tmp_path: Path, stash: FileStash, key_file: Path) -> None:
+    stash.put("a", {"v": 1})
+    tokens = json.loads(stash.path.read_text())["entries"]
+    stash.path.write_text(json.dumps(tokens))  # as msi-migrator 0.1 wrote it
+    assert stash.get("a") == {"v": 1}
+    with pytest.raises(StashError, match="written with another key"):
+        FileStash(stash.path, _other_key(tmp_path)).put("b", {"v": 2})  # cannot read "a"
+    stash.put("b", {"v": 2})
+    assert json.loads(stash.path.read_text())["key_id"] == key_id(key_file.read_bytes())
+
+
+def test_deleting_without_the_key_keeps_the_binding(stash: FileStash, key_file: Path) -> None:
+    stash.put("a", {"v": 1})
+    stash.put("b", {"v": 2})
+    bound = json.loads(stash.path.read_text())["key_id"]
+    key_file.unlink()
+    FileStash(stash.path, key_file).delete("a")
+    assert json.loads(stash.path.read_text())["key_id"] == bound
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
