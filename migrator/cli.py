@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from migrator.scan import ScanEvent
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 
 app = typer.Typer(
     help="Move Azure apps from service-principal secrets to managed identities, reversibly.",
@@ -139,7 +140,7 @@ def scan(
 
     try:
         profile = load_profile(cloud)
-        with ClientFactory(profile) as factory, scan_progress(
+        with _read_only_run("the scan"), ClientFactory(profile) as factory, scan_progress(
                 enabled=output is OutputFormat.table) as progress:
             inventory = Scanner(factory, workers=workers, progress=progress).run(
                 ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
@@ -152,6 +153,17 @@ def scan(
     else:
         assert_never(output)
     raise typer.Exit(EXIT_OK if inventory.complete else EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def _read_only_run(what: str) -> Iterator[None]:
+    """Ctrl-C during a command that only reads Azure: say so, and exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {what} stopped before it finished; it only reads, so nothing "
+                  "changed in Azure and nothing was written: run it again", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _emit(text: str, output: Path | None, about: str = "") -> None:
@@ -199,6 +211,8 @@ def plan(
     """
     from migrator.cloud.factory import ClientFactory
     from migrator.cloud.profiles import load_profile
+    from migrator.execute.journal import JournalError
+    from migrator.execute.workspace import journal_in_use
     from migrator.plan import PlanOptions, build_plan
     from migrator.report import plan_terminal
     from migrator.report.plan_files import PlanFileError, check_name, write_plan_files
@@ -207,13 +221,18 @@ def plan(
     try:
         plan_name = check_name(name or _default_plan_name())
         profile = load_profile(cloud)
-        with ClientFactory(profile) as factory, scan_progress(enabled=True) as progress:
+        with _read_only_run("the scan for the plan"), ClientFactory(profile) as factory, \
+                scan_progress(enabled=True) as progress:
             inventory = Scanner(factory, workers=workers, progress=progress).run(
                 ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
         made = build_plan(inventory, PlanOptions(name=plan_name, tool_version=__version__,
                                                  accept_gaps=tuple(accept_gap or ())))
+        in_use = journal_in_use(out_dir / f"{plan_name}.json", plan_name)
+        if overwrite and in_use is not None:
+            fail(f"{in_use} holds the steps of the plan {plan_name!r} being replaced: finish or "
+                 "roll back its apps, then move the journal away, or choose another --name")
         paths = write_plan_files(made, out_dir, overwrite=overwrite)
-    except (CloudError, PlanFileError) as exc:
+    except (CloudError, PlanFileError, JournalError) as exc:
         fail(str(exc))
     plan_terminal.render(made, out)
     out.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
@@ -283,9 +302,10 @@ def _parse_duration(text: str) -> timedelta:
 
 
 @contextlib.contextmanager
-def _engine(plan_file: Path, cloud: str, events: Callable[[EngineEvent], None]
-            ) -> Iterator[Engine]:
-    """Load the plan, sign in, open its journal and stash: every failure here is one line."""
+def _engine(plan_file: Path, cloud: str, events: Callable[[EngineEvent], None], *,
+            readonly: bool = False) -> Iterator[Engine]:
+    """Load the plan, sign in, open its journal and stash: every failure here is one line,
+    and Ctrl-C says what it interrupted and how to go on."""
     from migrator.cloud.changes import CloudChanges
     from migrator.cloud.factory import ClientFactory
     from migrator.cloud.profiles import load_profile
@@ -295,14 +315,39 @@ def _engine(plan_file: Path, cloud: str, events: Callable[[EngineEvent], None]
     from migrator.execute.workspace import open_engine
     from migrator.plan import PlanError, load_plan
 
+    opened: list[Engine] = []
     try:
         loaded = load_plan(plan_file)
         profile = load_profile(cloud)
         with ClientFactory(profile) as factory, open_engine(
-                loaded, plan_file, CloudChanges(factory), events=events) as engine:
+                loaded, plan_file, CloudChanges(factory), events=events,
+                readonly=readonly) as engine:
+            opened.append(engine)
             yield engine
     except (PlanError, JournalError, StashError, CloudError, EngineError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        _interrupted(plan_file, opened[0].activity if opened else None)
+
+
+
+def _interrupted(plan_file: Path, activity: tuple[str, str, str] | None) -> NoReturn:
+    """Ctrl-C in apply or rollback: what was under way, and the command that goes on. The
+    journal has every step up to here, so nothing is lost."""
+    if activity is None:
+        err.print("interrupted: no step was under way; run the command again", highlight=False)
+    else:
+        what, app_name, step = activity
+        plan_arg, app_arg = shlex.quote(str(plan_file)), shlex.quote(app_name)
+        resume = (f"migrator apply {plan_arg} --app {app_arg}" if what == "apply"
+                  else f"migrator rollback {plan_arg} --app {app_arg}")
+        other = (f"migrator rollback {plan_arg} --app {app_arg}" if what == "apply"
+                 else f"migrator status {plan_arg}")
+        err.print(escape(f"interrupted during {what} of {app_name}, at: {step}. The journal "
+                         f"holds every step up to here: run `{resume}` to finish it (the "
+                         f"interrupted step is checked against Azure first), or `{other}`."),
+                  highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _events(console: Console) -> Callable[[EngineEvent], None]:
@@ -399,7 +444,7 @@ def status(
     """Per app: the stage reached and when, what is pending or failed, and what to do next."""
     from rich.table import Table
 
-    with _engine(plan_file, cloud, lambda _: None) as engine:
+    with _engine(plan_file, cloud, lambda _: None, readonly=True) as engine:
         progress = engine.status()
     table = Table(title=f"Plan {plan_file.name}", highlight=False)
     for column in ("app", "reached", "identity", "grant", "swap", "revoke", "next"):
@@ -423,10 +468,14 @@ def rollback(
         help="Keep this stage and the ones before it (default: undo everything).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
                    ] = False,
+    health_timeout: Annotated[float | None, typer.Option(
+        help="Seconds to wait for the app's health check after the rollback (default: the "
+             "plan's).")] = None,
     cloud: CloudOption = "AzureCloud",
 ) -> None:
     """Undo an app's done steps, latest first. After a revoke the old secret is gone: rollback
     mints a new one on the application and swaps it back in (and says so)."""
+    from migrator.execute.engine import ApplyOptions
     from migrator.plan.model import Stage
 
     keep = None if to_stage in (None, StageChoice.all) else Stage(to_stage.value)
@@ -443,7 +492,8 @@ def rollback(
             typer.confirm(f"Roll {app_name} back"
                           + (f" to its {keep.value} stage?" if keep else " completely?"),
                           abort=True)
-        code = _outcomes([engine.rollback(app_name, keep)], ok=("rolled-back",))
+        options = ApplyOptions(health_timeout=health_timeout)
+        code = _outcomes([engine.rollback(app_name, keep, options)], ok=("rolled-back",))
     raise typer.Exit(code)
 
 
@@ -533,4 +583,4 @@ def main() -> None:
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

@@ -114,6 +114,22 @@ DETAIL_LIMIT = 200
 _NOT_REPLICATED_TEXT = ("does not exist", "not a valid reference update", "principalnotfound")
 
 
+def token_claim(token: str, claim: str) -> str | None:
+    """One claim of a JWT access token, read without verifying it (None if it is not a JWT
+    or has no such claim)."""
+    import base64
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeError):
+        return None
+    value = payload.get(claim) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 def parse_site_id(site_id: str) -> SiteAddress:
     """The parts of a site or slot id, as the Web SDK's calls take them. ARM ids are
     case-insensitive, and plans carry ids as Azure printed them."""
@@ -225,6 +241,21 @@ class CloudChanges:
     def __init__(self, factory: ClientFactory) -> None:
         self.factory = factory
         self._graph = GraphAdapter(factory)
+
+    def signed_in_tenant(self) -> str | None:
+        """The tenant the operator's ARM token was issued by (its `tid` claim), or None when
+        the token does not say. The token is the operator's own; it is decoded, not verified:
+        this only tells which tenant a plan is about to run in."""
+        from azure.core.exceptions import ClientAuthenticationError
+
+        from migrator.cloud.errors import SignInError
+        from migrator.cloud.web import sign_in_reason
+
+        try:
+            token = self.factory.credential.get_token(self.factory.profile.arm_scope).token
+        except ClientAuthenticationError as exc:
+            raise SignInError(f"sign-in failed: {sign_in_reason(exc)}") from None
+        return token_claim(token, "tid")
 
     # -- sites and slots ---------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from migrator.execute.steps import (
     NeedsConfirmation,
     StepContext,
     StepError,
+    minted_stash_key,
     while_replicating,
 )
 from migrator.plan.model import (
@@ -45,6 +46,10 @@ from migrator.plan.model import (
     Stage,
     StagePlan,
     Step,
+    UpdateAppSettings,
+    UpdateConnectionStrings,
+    VerifyHealth,
+    verify_health_title,
 )
 
 T = TypeVar("T")
@@ -131,11 +136,24 @@ class Engine:
         self.sleep = sleep
         self._apps = {a.name: a for a in plan.apps}
         self._identity_cache: dict[str, IdentityFacts] = {}
+        self._last()  # refuses, now, a journal that holds another plan's steps
+        # What the engine is doing right now, in words, for an operator who pressed Ctrl-C:
+        # (the command to resume with, the app, the step's title); None between operations.
+        self.activity: tuple[str, str, str] | None = None
 
     # -- journal reads
 
     def _last(self) -> dict[str, JournalEntry]:
-        return self.journal.last_states(self.plan.name)
+        last = self.journal.last_states(self.plan.name)
+        for entry in last.values():
+            if entry.plan_digest != self.plan.digest:
+                where = getattr(self.journal, "path", None) or "the journal"
+                raise JournalError(
+                    f"{where} holds the steps of another plan named {self.plan.name!r} "
+                    f"(digest {entry.plan_digest[:12]}, last step {entry.at:%Y-%m-%d %H:%M} "
+                    f"UTC); this plan (digest {self.plan.digest[:12]}) was made anew under the "
+                    "same name: use the plan that journal belongs to, or move the journal away")
+        return last
 
     def _started_before(self, owner: str, step: Step) -> dict[str, Any]:
         """The before-state of the step's current attempt: its latest `started` entry."""
@@ -184,9 +202,22 @@ class Engine:
             for stage in STAGES:
                 if stage not in options.stages or self._stage_done(app, stage, last):
                     continue
-                out += [(app.name, stage, s) for s in _stage(app, stage).steps
+                out += [(app.name, stage, shown(s, app.name, options.health_timeout))
+                        for s in _stage(app, stage).steps
                         if (e := last.get(s.id)) is None or e.state not in _DONE]
         return out
+
+    def check_tenant(self) -> None:
+        """Refuse, before any step, to run a plan in a tenant other than the one it was made
+        in: its ids would name nothing there (every step fails), or worse, something else."""
+        if not self.plan.tenant_id:
+            return
+        signed_in = self.cloud.signed_in_tenant()
+        if signed_in is not None and signed_in.lower() != self.plan.tenant_id.lower():
+            raise EngineError(
+                f"the plan {self.plan.name!r} was made in tenant {self.plan.tenant_id}, but "
+                f"the operator is signed in to tenant {signed_in}: sign in to the plan's "
+                f"tenant (AZURE_TENANT_ID, az login --tenant {self.plan.tenant_id})")
 
     def _drifted(self, app: AppPlan) -> bool:
         """Whether the app's settings changed since the plan was made (names, values,
@@ -325,6 +356,8 @@ class Engine:
         last = self._last().get(step.id)
         if last is not None and last.state in _DONE:
             return
+        step = shown(step, ctx.app.name, ctx.health_timeout)
+        self.activity = ("apply", app, step.title)
         self.events(EngineEvent("step", app, step.title))
         if last is not None and last.state in (StepState.STARTED, StepState.FAILED):
             before = self._started_before(app, step)
@@ -349,13 +382,16 @@ class Engine:
         self.events(EngineEvent("step-done", app, step.title))
 
     def _undo_step(self, ctx: StepContext, stage: Stage, step: Step,
-                   last: dict[str, JournalEntry], failures: list[str]) -> None:
+                   last: dict[str, JournalEntry], failures: list[str]) -> bool:
+        """Undo one step if the journal says it may have happened; False (with the reason in
+        `failures`) when the undo failed."""
         entry = last.get(step.id)
         if entry is None or entry.state is StepState.UNDONE:
-            return
+            return True
         handler = HANDLERS[step.params.kind]
         owner = ctx.owner or ctx.app.name
         before = self._started_before(owner, step)
+        self.activity = ("rollback", owner, step.title)
         self.events(EngineEvent("undo", owner, step.title))
         self._record(owner, stage, step, StepState.UNDO_STARTED)
         try:
@@ -363,10 +399,12 @@ class Engine:
             result = dict(self._patient(lambda: handler.undo(ctx, step, before, done)))
         except _FAILURES as exc:
             self._record(owner, stage, step, StepState.UNDO_FAILED, message=_one_line(exc))
-            failures.append(_one_line(exc))
-            return
+            self.events(EngineEvent("step-failed", owner, _one_line(exc)))
+            failures.append(f"undoing {step.title!r} failed: {_one_line(exc)}")
+            return False
         self._record(owner, stage, step, StepState.UNDONE, result=result)
         self.events(EngineEvent("undone", owner, step.title))
+        return True
 
     # -- public operations
 
@@ -377,7 +415,15 @@ class Engine:
         holding the credential is swapped), so apps left waiting are tried again while the
         previous pass moved something forward."""
         targets = self.targets(options.apps)
+        self.check_tenant()
+        self.stash.require()  # a stash written with another key is refused before any step
         outcomes = {app.name: self._apply_app(app, options) for app in targets}
+        self._apply_again(targets, outcomes, options)
+        self.activity = None  # left set when interrupted: the CLI says where
+        return [outcomes[app.name] for app in targets]
+
+    def _apply_again(self, targets: list[AppPlan], outcomes: dict[str, AppOutcome],
+                     options: ApplyOptions) -> None:
         for _ in range(len(targets)):
             waiting = [a for a in targets if outcomes[a.name].outcome == "waiting"
                        and outcomes[a.name].script is None]
@@ -388,7 +434,6 @@ class Engine:
                 outcomes[app.name] = again
             if not moved:
                 break
-        return [outcomes[app.name] for app in targets]
 
     def _apply_app(self, app: AppPlan, options: ApplyOptions) -> AppOutcome:
         if app.status is not AppStatus.MIGRATABLE:
@@ -416,6 +461,7 @@ class Engine:
                     if stage is Stage.SWAP:
                         failures: list[str] = []
                         self._undo_stage(ctx, stage, failures)
+                        self._prune_stash(app)
                         extra = ("; restoring also failed: " + "; ".join(failures)
                                  if failures else "")
                         return self._outcome(
@@ -436,31 +482,102 @@ class Engine:
             self.events(EngineEvent("note", app.name, note))
         return AppOutcome(app.name, outcome, done, message, script, tuple(notes))
 
-    def _undo_stage(self, ctx: StepContext, stage: Stage, failures: list[str]) -> None:
+    def _undo_stage(self, ctx: StepContext, stage: Stage, failures: list[str]) -> bool:
+        """Undo a stage's steps, latest first, stopping at the first undo that fails: the
+        steps before it stay in place (undoing a grant under a swap that could not be undone
+        would leave the app with neither its secret nor its identity's rights)."""
         last = self._last()
-        for step in reversed(_stage(ctx.app, stage).steps):
-            self._undo_step(ctx, stage, step, last, failures)
+        return all(self._undo_step(ctx, stage, step, last, failures)
+                   for step in reversed(_stage(ctx.app, stage).steps))
 
     def rollback(self, name: str, to_stage: Stage | None = None,
                  options: ApplyOptions | None = None) -> AppOutcome:
         """Undo the app's done steps, latest first, down to (not including) `to_stage`'s
-        successors: `to_stage=identity` keeps the identity; None undoes everything."""
+        successors: `to_stage=identity` keeps the identity; None undoes everything.
+
+        Before it changes anything it checks the tenant and that the stash holds, readable
+        with the key at hand, every entry the undos will need; the first undo that fails stops
+        the rollback there. The outcome comes from the app's health check, as apply's does."""
         app = self.app(name)
         options = options or ApplyOptions()
         keep = STAGES.index(to_stage) + 1 if to_stage is not None else 0
+        self.check_tenant()
+        stages = [s for s in reversed(STAGES[keep:]) if self._stage_touched(app, s, self._last())]
+        if not stages:
+            return self._outcome(app, "rolled-back", "nothing to roll back: the journal holds "
+                                 f"no step of {app.name} in the stages chosen", [])
+        if any(s in (Stage.SWAP, Stage.REVOKE) for s in stages):
+            self.stash.require(self._stash_needed(app, stages))
         notes: list[str] = []
         self._identity_cache.pop(app.name, None)
         ctx = self._context(app, options, notes)
         failures: list[str] = []
-        for stage in reversed(STAGES[keep:]):
-            if not self._stage_touched(app, stage, self._last()):
-                continue
+        for stage in stages:
             self.events(EngineEvent("stage", app.name, f"rollback {stage.value}"))
-            self._undo_stage(ctx, stage, failures)
+            if not self._undo_stage(ctx, stage, failures):
+                break
+        self.activity = None
+        self._prune_stash(app)
         if failures:
-            return self._outcome(app, "failed", "some steps could not be undone: "
-                                 + "; ".join(failures) + " (rollback again to retry)", notes)
+            return self._outcome(app, "failed", f"{failures[0]}; the rollback stopped there, so "
+                                 "the earlier stages are still in place (fix the cause and roll "
+                                 "back again)", notes)
+        unhealthy = self._health_after_rollback(ctx, app)
+        if unhealthy:
+            return self._outcome(app, "failed", f"rolled back, but {unhealthy}", notes)
         return self._outcome(app, "rolled-back", "", notes)
+
+    def _stash_needed(self, app: AppPlan, stages: Sequence[Stage]) -> list[str]:
+        """The stash entries the undos of these stages will read: the settings each swap
+        step saved before it wrote."""
+        last = self._last()
+        needed = []
+        for stage in stages:
+            for step in _stage(app, stage).steps:
+                entry = last.get(step.id)
+                if entry is None or entry.state is StepState.UNDONE:
+                    continue
+                key = self._started_before(app.name, step).get("stash")
+                if isinstance(key, str):
+                    needed.append(key)
+        return needed
+
+    def _prune_stash(self, app: AppPlan) -> None:
+        """Forget the stash entries nothing can need any more: the saved settings of this
+        app's undone swap steps, and a minted secret once every app holding the credential it
+        replaced has its swap undone (the secret is then in their settings, and only there)."""
+        last = self._last()
+
+        def swap_undone(other: AppPlan) -> bool:
+            return all((e := last.get(s.id)) is None or e.state is StepState.UNDONE
+                       for s in _stage(other, Stage.SWAP).steps)
+
+        for step in _stage(app, Stage.SWAP).steps:
+            entry = last.get(step.id)
+            if entry is not None and entry.state is StepState.UNDONE and isinstance(
+                    step.params, (UpdateAppSettings, UpdateConnectionStrings)):
+                key = self._started_before(app.name, step).get("stash")
+                if isinstance(key, str):
+                    self.stash.delete(key)
+        for cred in app.credentials:
+            holders = [a for a in self.plan.apps if any(
+                c.app_id.lower() == cred.app_id.lower() and c.key_id == cred.key_id
+                for c in a.credentials)]
+            if all(swap_undone(h) for h in holders):
+                self.stash.delete(minted_stash_key(self.plan.name, cred.app_id, cred.key_id))
+
+    def _health_after_rollback(self, ctx: StepContext, app: AppPlan) -> str | None:
+        """Why the app is not healthy after a rollback (None when it is): a rollback is done
+        when the app works again, not when the steps ran."""
+        check = next((s for s in _stage(app, Stage.SWAP).steps
+                      if isinstance(s.params, VerifyHealth)), None)
+        if check is None:
+            return None
+        try:
+            self._patient(lambda: HANDLERS[check.params.kind].do(ctx, check, {}))
+        except _FAILURES as exc:
+            return _one_line(exc)
+        return None
 
     # -- a principal's cleanup: its own rights, once nothing uses it
 
@@ -486,6 +603,7 @@ class Engine:
         users). Optional and separate from `apply`: the operator asks for it."""
         outcomes = []
         last = self._last()
+        self.check_tenant()
         for principal in self.plan.principals:
             owner = f"principal/{principal.app_id}"
             if not principal.cleanup.steps:
@@ -519,8 +637,11 @@ class Engine:
         ctx = self._cleanup_context(principal, ApplyOptions(), notes)
         failures: list[str] = []
         last = self._last()
+        self.check_tenant()
         for step in reversed(principal.cleanup.steps):
-            self._undo_step(ctx, Stage.CLEANUP, step, last, failures)
+            if not self._undo_step(ctx, Stage.CLEANUP, step, last, failures):
+                break
+        self.activity = None
         owner = f"principal/{principal.app_id}"
         if failures:
             return AppOutcome(owner, "failed", (), "; ".join(failures), None, tuple(notes))
@@ -561,6 +682,16 @@ class Engine:
         next_step = ("nothing: migrated" if pending is None else
                      f"apply --app {app.name} --stage {pending.stage}")
         return AppProgress(app.name, app.status.value, reached, tuple(stages), next_step)
+
+
+def shown(step: Step, app: str, health_timeout: float | None) -> Step:
+    """The step as this run will carry it out: a health check's title says the timeout the
+    operator chose (`--health-timeout`), not the plan's."""
+    p = step.params
+    if isinstance(p, VerifyHealth) and health_timeout is not None \
+            and health_timeout != p.timeout_seconds:
+        return step.model_copy(update={"title": verify_health_title(app, health_timeout)})
+    return step
 
 
 def _stage(app: AppPlan, stage: Stage) -> StagePlan:

@@ -136,14 +136,24 @@ def guard_no_secret(text: str, *, where: str = "the journal entry") -> None:
 class SqliteJournal:
     """The journal in a local SQLite file: the default for the CLI."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         """Open the journal at `path`, creating it (mode 0600) when it does not exist.
 
         Refuses a file that is not a journal, and one written by a newer msi-migrator, before
-        changing anything in it.
+        changing anything in it. `readonly` (what `status` needs) creates nothing and writes
+        nothing: a journal that does not exist reads as empty, and one in a directory the
+        operator may not write to is still read.
         """
         self.path = Path(path)
+        self.readonly = readonly
         self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._absent = readonly and not self.path.exists()
+        if self._absent:
+            return
+        if readonly:
+            self._connection = _open_readonly(self.path)
+            return
         _create_private_file(self.path)
         try:
             connection = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_SECONDS,
@@ -155,7 +165,7 @@ class SqliteJournal:
         except BaseException:
             connection.close()
             raise
-        self._connection: sqlite3.Connection | None = connection
+        self._connection = connection
 
     def __enter__(self) -> SqliteJournal:
         return self
@@ -172,6 +182,8 @@ class SqliteJournal:
 
         Everything is checked before anything is written: a refused entry leaves no trace.
         """
+        if self.readonly:
+            raise JournalError(f"the journal {self.path} is open for reading only")
         checked = check_entry(plan=plan, plan_digest=plan_digest, owner=owner, stage=stage,
                               step_id=step_id, state=state, before=before, result=result,
                               message=message, at=at)
@@ -212,11 +224,14 @@ class SqliteJournal:
     def close(self) -> None:
         """Close the file; calling it again does nothing."""
         with self._lock:
+            self._absent = False  # closed: reads fail from now on, as for any closed journal
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
 
     def _select(self, where: str, parameters: tuple[str, ...]) -> list[JournalEntry]:
+        if self._absent:
+            return []
         with self._lock:
             connection = self._open_connection()
             try:
@@ -263,6 +278,39 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
         raise JournalError(f"cannot open the journal {path}: {_one_line(exc)}") from None
     except sqlite3.DatabaseError as exc:  # "file is not a database", corrupt pages
         raise JournalError(f"{path} is not an msi-migrator journal ({_one_line(exc)})") from None
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """The journal for reading only, creating and changing nothing when it can.
+
+    SQLite reads a WAL database read-only when its -shm file exists or can be made; in a
+    directory the operator may not write to, with no -shm (so nothing is waiting in a -wal:
+    the last writer checkpointed it on closing), it is read as immutable."""
+    uri = path.resolve().as_uri()
+    last: sqlite3.Error | None = None
+    for options in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            connection = sqlite3.connect(f"{uri}?{options}", uri=True,
+                                         timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                                         check_same_thread=False)
+        except sqlite3.Error as exc:
+            last = exc
+            continue
+        try:
+            tables = _tables(connection)
+            _check_version(connection, path, tables)
+            return connection
+        except sqlite3.OperationalError as exc:  # cannot make the -shm: try immutable
+            connection.close()
+            last = exc
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            raise JournalError(f"{path} is not an msi-migrator journal "
+                               f"({_one_line(exc)})") from None
+        except BaseException:
+            connection.close()
+            raise
+    raise JournalError(f"cannot read the journal {path}: {_one_line(last or Exception())}")
 
 
 def _tables(connection: sqlite3.Connection) -> set[str]:

@@ -654,7 +654,7 @@ def _replacement(ctx: StepContext, app_id: str, application_object_id: str,
     if any(c.key_id == key_id for c in existing):
         return None
     marker = f"msi-migrator replacement for {key_id}"
-    stash_key = f"{ctx.plan.name}/minted/{app_id.lower()}/{key_id}"
+    stash_key = minted_stash_key(ctx.plan.name, app_id, key_id)
     minted = ctx.stash.get(stash_key)
     if minted is not None and any(c.key_id == minted["key_id"] for c in existing):
         new_key, text, hint = str(minted["key_id"]), str(minted["secret"]), minted.get("hint")
@@ -670,6 +670,11 @@ def _replacement(ctx: StepContext, app_id: str, application_object_id: str,
         if orphan.display_name == marker and orphan.key_id != new_key:
             ctx.cloud.remove_password(application_object_id, orphan.key_id)
     return new_key, text, None if hint is None else str(hint)
+
+
+def minted_stash_key(plan: str, app_id: str, key_id: str) -> str:
+    """Where the secret minted to replace a removed credential is kept, one per credential."""
+    return f"{plan}/minted/{app_id.lower()}/{key_id}"
 
 
 def restore_secrets_in_stash(ctx: StepContext) -> list[dict[str, Any]]:

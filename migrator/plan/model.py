@@ -237,6 +237,12 @@ class VerifyHealth(_Model):
     timeout_seconds: int = 300
 
 
+def verify_health_title(app: str, timeout_seconds: float) -> str:
+    """The health check's title, for the plan and for a run that changes its timeout."""
+    return (f"Wait for {app} to answer its health check after the restart (up to "
+            f"{timeout_seconds:g} s); restore the settings if it does not")
+
+
 class RemovePasswordCredential(_Model):
     kind: Literal["remove-password-credential"] = "remove-password-credential"
     app_id: str

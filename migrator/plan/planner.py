@@ -67,6 +67,7 @@ from migrator.plan.model import (
     VaultAccessPolicy,
     VerifyHealth,
     VerifyRights,
+    verify_health_title,
 )
 from migrator.scan import AppInventory, Inventory, PrincipalInventory, Usage
 
@@ -570,9 +571,8 @@ class _Planner:
             decisions.append(Decision(
                 topic="slot settings", choice=f"{', '.join(sticky)} stay slot settings",
                 reason="a slot swap must not carry one slot's identity settings to the other"))
-        steps.add(f"Wait for {d.key} to answer its health check after the restart "
-                  f"(up to {self.options.health_timeout_seconds} s); restore the settings if "
-                  "it does not", VerifyHealth(site_id=site.id,
+        steps.add(verify_health_title(d.key, self.options.health_timeout_seconds),
+                  VerifyHealth(site_id=site.id,
                                               timeout_seconds=self.options.health_timeout_seconds),
                   Undo(action="none", description="nothing to undo: a read"))
         return steps.stage()
