@@ -40,8 +40,10 @@ app = typer.Typer(
 sim_app = typer.Typer(help="The simulated Azure cloud the demo and the tests run against.",
                       no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
-err = Console(stderr=True)
-out = Console()
+# Line-oriented output: one message is one line, whatever the width at import time (the
+# terminal wraps it; a log or a grep sees it whole). Tables get a console made per run.
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:

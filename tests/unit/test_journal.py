@@ -186,7 +186,13 @@ def test_a_sigkilled_writer_leaves_every_committed_record(tmp_path: Path) -> Non
             if len(committed) == kill_after:
                 child.send_signal(signal.SIGKILL)
                 break
-        rest, _ = child.communicate(timeout=30)
+        # Read the rest through the same file object: lines the loop's read-ahead already
+        # buffered are in it, and communicate() would read past them from the raw pipe.
+        rest = child.stdout.read()
+        child.wait(timeout=30)
+        assert child.stderr is not None
+        child.stderr.close()
+        child.stdout.close()
         committed += [int(line) for line in rest.split()]
         assert child.returncode == -signal.SIGKILL
 
