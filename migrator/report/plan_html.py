@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 
 from jinja2 import Environment, StrictUndefined, Template
+from markupsafe import Markup
 
 from migrator.plan.model import Plan
 from migrator.report.plan_view import (
@@ -31,6 +32,7 @@ from migrator.report.plan_view import (
     shared_identities,
     summary_rows,
 )
+from migrator.untrusted import visible, visible_plan
 
 _CSS = """
 :root { color-scheme: light; --ink: #1f2328; --muted: #59636e; --line: #d1d9e0;
@@ -367,15 +369,25 @@ _TEMPLATE = """<!DOCTYPE html>
 """
 
 
+def _visible_value(value: object) -> object:
+    """Every `{{ }}` output, before Jinja escapes it: untrusted text made visible (the plan
+    already is; this covers any value that does not come from it)."""
+    if isinstance(value, Markup):  # the template's own HTML (a macro's), values inside done
+        return value
+    return visible(value) if isinstance(value, str) else value
+
+
 @functools.cache
 def _template() -> Template:
     environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True,
+                              finalize=_visible_value,
                               lstrip_blocks=True, keep_trailing_newline=True)
     return environment.from_string(_TEMPLATE)
 
 
 def render(plan: Plan) -> str:
     """The whole report as one HTML5 document, every plan text escaped."""
+    plan = visible_plan(plan)  # every text from Azure or the operator, made visible
     unaccepted = sum(1 for g in plan.gaps if not g.accepted)
     return _template().render(
         plan=plan, facts=plan_facts(plan), summary=summary_rows(plan),

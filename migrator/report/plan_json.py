@@ -14,6 +14,7 @@ from typing import Any
 
 from migrator.plan.model import STAGES, AppPlan, Plan, StagePlan
 from migrator.report.plan_view import blocked_title, irreversible_changes, undo_text
+from migrator.untrusted import json_visible
 
 SCHEMA_VERSION = "1"
 
@@ -74,4 +75,4 @@ def render(plan: Plan) -> str:
                         "cleanup": _stage(p.cleanup)} for p in plan.principals],
         "gaps": [g.model_dump(mode="json") for g in plan.gaps],
     }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return json_visible(json.dumps(document, indent=2, ensure_ascii=False)) + "\n"

@@ -30,6 +30,7 @@ from migrator.report.plan_view import (
     shared_identities,
     summary_rows,
 )
+from migrator.untrusted import visible_plan
 
 _ESCAPED = re.compile(r"([\\`*\[\]<>|~])")
 _UNDERSCORES = re.compile(r"_+")
@@ -85,6 +86,7 @@ def _list(items: Sequence[str], style: Callable[[str], str] = code) -> str:
 
 def render(plan: Plan) -> str:
     """The whole report as one Markdown document."""
+    plan = visible_plan(plan)  # every text from Azure or the operator, made visible
     lines: list[str] = [f"# Migration plan {code(plan.name)}", ""]
     lines += [f"> {text(DRY_RUN_NOTE)}", ">", f"> {text(SECRETS_NOTE)}", ""]
     lines += _table(("", ""), [(f.label, code(f.value) if f.is_id else text(f.value))

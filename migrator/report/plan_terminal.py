@@ -38,6 +38,7 @@ from migrator.report.plan_view import (
     shared_identities,
     summary_rows,
 )
+from migrator.untrusted import visible_plan
 
 _STATUS_STYLES = {"migratable": "green", "blocked": "red", "advisory": "yellow"}
 
@@ -53,6 +54,7 @@ def render(plan: Plan, console: Console, *, detail: bool | None = None) -> None:
     Rich lays out a table in milliseconds, so ten thousand apps' steps would take minutes to
     print and no one would scroll through them. The Markdown and HTML reports always hold every
     step."""
+    plan = visible_plan(plan)  # every text from Azure or the operator, made visible
     detailed = len(plan.apps) <= DETAIL_LIMIT if detail is None else detail
 
     def show(renderable: RenderableType) -> None:

@@ -3,33 +3,36 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from migrator.demo import DemoResult
 from migrator.detect.findings import FindingKind
 from migrator.scan import Inventory
+from migrator.untrusted import markup
 
 
 def render_demo(result: DemoResult, console: Console) -> None:
     console.print(f"[bold]msi-migrator demo[/] against the simulated tenant at {result.base_url}")
-    console.print(f"estate: {result.estate}\n", highlight=False)
+    console.print(f"estate: {markup(result.estate)}\n", highlight=False)
     if not result.subscriptions:
         console.print("The operator can read no subscription.")
         return
     for sub in result.subscriptions:
-        table = Table(title=f"subscription {sub.name} ({sub.id})", title_justify="left")
+        table = Table(title=f"subscription {markup(sub.name)} ({markup(sub.id)})",
+                      title_justify="left")
         for column in ("app", "identity", "settings (names only)", "health (simulator)"):
             table.add_column(column, overflow="fold")
         for view in (v for v in result.sites if v.site.subscription_id == sub.id):
             site = view.site
-            settings = list(view.app_setting_names) + [
-                f"{name} [dim](connection string)[/]" for name in view.connection_string_names]
+            settings = [markup(n) for n in view.app_setting_names] + [
+                f"{markup(name)} [dim](connection string)[/]"
+                for name in view.connection_string_names]
             table.add_row(
-                f"{site.display}\n[dim]{site.kind}[/]", site.identity.type,
+                f"{markup(site.display)}\n[dim]{markup(site.kind)}[/]",
+                markup(site.identity.type),
                 "\n".join(settings) or "-",
                 ("[green]healthy[/]" if view.healthy else "[red]unhealthy[/]")
-                + f"\n[dim]{view.credential}[/]",
+                + f"\n[dim]{markup(view.credential)}[/]",
             )
         console.print(table)
     console.print(
@@ -52,10 +55,11 @@ def render_demo_acts(result: DemoResult, console: Console) -> None:
         verdict = ("[green]healthy[/]" if act.healthy_before else "[red]unhealthy[/]") + \
             " → " + ("[green]healthy[/]" if act.healthy_after else "[red]unhealthy[/]")
         stages = ", ".join(o.stages_done) or "none"
-        text = f"{o.outcome} (stages done: {stages})" + (f"\n{escape(o.message)}"
+        text = f"{o.outcome} (stages done: {stages})" + (f"\n{markup(o.message)}"
                                                         if o.message else "")
-        text += "".join(f"\n[dim]{escape(n)}[/]" for n in o.notes)
-        table.add_row(act.app, act.title, text, verdict, escape(act.credential_after))
+        text += "".join(f"\n[dim]{markup(n)}[/]" for n in o.notes)
+        table.add_row(markup(act.app), markup(act.title), text, verdict,
+                      markup(act.credential_after))
     console.print(table)
 
 
@@ -75,41 +79,44 @@ def render_inventory(inventory: Inventory, console: Console) -> None:
         for app in apps_with:
             for f in app.findings:
                 principal, use = usage.get((app.site.id, f.secret.name), (None, None))
-                who = principal.name if principal else (f.client_id or "-")
+                who = markup(principal.name if principal else (f.client_id or "-"))
                 if f.hint:
-                    who += f"\n[dim]hint {f.hint}…[/]"
+                    who += f"\n[dim]hint {markup(f.hint)}…[/]"
                 elif f.key_vault:
-                    who += f"\n[dim]in vault {f.key_vault.vault}[/]"
+                    who += f"\n[dim]in vault {markup(f.key_vault.vault)}[/]"
                 elif f.service:
-                    who = f.service
+                    who = markup(f.service)
                 cred = "-"
                 if use is not None:
-                    cred = use.match.status + (f"\n[dim]{use.match.key_id}[/]"
+                    cred = markup(use.match.status) + (f"\n[dim]{markup(use.match.key_id)}[/]"
                                                if use.match.key_id else "")
-                setting = f.secret.name + (" [dim](sticky)[/]" if f.secret.sticky else "")
+                setting = markup(f.secret.name) + (" [dim](sticky)[/]" if f.secret.sticky else "")
                 if f.secret.source == "connection_string":
                     setting += " [dim](connection string)[/]"
-                table.add_row(app.site.display, setting, _kind_label(f.kind), who, cred)
+                table.add_row(markup(app.site.display), setting, _kind_label(f.kind), who, cred)
         console.print(table)
     if inventory.principals:
         table = Table(title="Principals and what they may do", title_justify="left")
         for column in ("principal", "used by", "ARM roles", "Key Vault policies", "Graph roles"):
             table.add_column(column, overflow="fold")
         for p in inventory.principals:
-            apps = sorted({u.app for u in p.used_by})
-            roles = [f"{r.role_name} @ {_short_scope(r.scope)}" for r in p.role_assignments]
-            vaults = [f"{v.vault_name}: {', '.join(v.secrets) or '-'}" for v in p.vault_policies]
-            graph = [g.app_role_value or g.app_role_id for g in p.graph_roles]
+            apps = [markup(a) for a in sorted({u.app for u in p.used_by})]
+            roles = [markup(f"{r.role_name} @ {_short_scope(r.scope)}")
+                     for r in p.role_assignments]
+            vaults = [markup(f"{v.vault_name}: {', '.join(v.secrets) or '-'}")
+                      for v in p.vault_policies]
+            graph = [markup(g.app_role_value or g.app_role_id) for g in p.graph_roles]
             state = "" if p.principal is None or p.principal.enabled else " [red](disabled)[/]"
             if p.principal is None:
                 state = " [red](not found)[/]"
-            table.add_row(p.name + state, "\n".join(apps), "\n".join(roles) or "-",
+            table.add_row(markup(p.name) + state, "\n".join(apps), "\n".join(roles) or "-",
                           "\n".join(vaults) or "-", "\n".join(graph) or "-")
         console.print(table)
     if inventory.gaps:
         console.print("[bold yellow]Incomplete: the operator could not read[/]")
         for gap in inventory.gaps:
-            console.print(f"  [yellow]•[/] {gap.scope}: {gap.message}", highlight=False)
+            console.print(f"  [yellow]•[/] {markup(gap.scope)}: {markup(gap.message)}",
+                          highlight=False)
     else:
         console.print("[green]Complete: every subscription in scope was read.[/]")
 

@@ -2,20 +2,29 @@
 blocked app with its reason, every stage's steps, what cannot be undone, held revokes with their
 reason, the gaps; they escape what the estate named, and they never show a secret value.
 
-The plan is built by `build_plan` from a small hand-made inventory, so the reports are checked
+The plan is built by `build_plan` from a small hand-made estate, so the reports are checked
 against what the planner really produces (a shared principal, a credential held by a blocked app,
-an inbound-only app, a shared-key-only app, a secret with no client id, two gaps)."""
+an inbound-only app, a shared-key-only app, a secret with no client id, two gaps). Each app's
+findings are the detector's reading of settings that hold real, freshly generated values of
+several shapes (a base64 client secret, Entra-format ones, a storage account key, a Service Bus
+SAS key, a SQL password, a JWT, a Stripe key), and each secret is matched to its principal's
+credential by its hint, as the scanner does: every value goes through the path a scan's
+values take, so the test that no value reaches a report can fail."""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import re
 import secrets
 import string
+from collections.abc import Callable
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from io import StringIO
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from markdown_it import MarkdownIt
@@ -27,7 +36,8 @@ from migrator.cloud.records import (
     PrincipalRecord,
     SiteRecord,
 )
-from migrator.detect.findings import FindingKind, SecretFinding, SettingRef
+from migrator.detect import ConnectionStringValue, SiteSettings, detect, settings_fingerprint
+from migrator.detect.findings import FindingKind
 from migrator.plan.model import (
     BLOCKED_TITLES,
     STAGES,
@@ -41,10 +51,17 @@ from migrator.plan.model import (
     UpdateAppSettings,
 )
 from migrator.plan.planner import PlanOptions, build_plan
-from migrator.report import plan_html, plan_json, plan_markdown, plan_terminal, plan_view
+from migrator.report import (
+    json_output,
+    plan_html,
+    plan_json,
+    plan_markdown,
+    plan_terminal,
+    plan_view,
+    terminal,
+)
 from migrator.scan import (
     AppInventory,
-    CredentialMatch,
     Gap,
     Inventory,
     PrincipalInventory,
@@ -52,6 +69,7 @@ from migrator.scan import (
     ScanStats,
     Usage,
     VaultGrant,
+    match_credential,
 )
 
 SUB = "0b5f3c1e-0000-4000-8000-000000000001"
@@ -62,20 +80,60 @@ ORDERS_APP, ORDERS_OID, ORDERS_AOID, ORDERS_KEY = (
 BILLING_APP, BILLING_OID, BILLING_AOID, BILLING_KEY = (
     "22222222-0000-4000-8000-00000000000a", "22222222-0000-4000-8000-00000000000b",
     "22222222-0000-4000-8000-00000000000c", "22222222-0000-4000-8000-00000000000d")
-SCRIPT_SETTING = "<script>alert(1)</script>"
-MARKUP_SETTING = "[bold]MYSTERY_SECRET[/bold]"
+# A name no SDK reads, beside a client id of its prefix: the detector pairs it by that prefix.
+SCRIPT_SETTING = "Legacy__<script>alert(1)</script>"
+# A Functions identity-based connection's secret with no client id beside it.
+MARKUP_SETTING = "[bold]MYSTERY[/bold]__clientSecret"
 LIVE = "2099-01-01T00:00:00+00:00"
 GHOST_MESSAGE = "denied | *AuthorizationFailed* for <operator>"  # Markdown and HTML both care
+SALT = "00"
 
 
-def generated_secret() -> str:
-    """A fresh Entra-like secret value: it must never reach a report."""
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(40))
+def _random(alphabet: str, length: int) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-SECRET_VALUES = {name: generated_secret() for name in ("orders", "billing", "portal", "mystery")}
+def entra_format_secret() -> str:
+    """A fresh secret in Entra's current format (3 characters, a digit, 'Q~', 34 more)."""
+    chars = string.ascii_letters + string.digits + "_~.-"
+    return _random(chars, 3) + secrets.choice(string.digits) + "Q~" + _random(chars, 34)
+
+
+def base64_secret(size: int) -> str:
+    return base64.b64encode(secrets.token_bytes(size)).decode()
+
+
+def jwt_like() -> str:
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    claims = {"sub": secrets.token_hex(8), "iat": 1764151200, "nonce": secrets.token_hex(16)}
+    return ".".join((part(b'{"alg":"HS256","typ":"JWT"}'), part(json.dumps(claims).encode()),
+                     part(secrets.token_bytes(32))))
+
+
+# The principals' secrets: what the plan's apps sign in with. They must never reach a report.
+SECRET_VALUES = {
+    "orders": base64_secret(48),  # AZURE_CLIENT_SECRET is known by its name, whatever it holds
+    "billing": entra_format_secret(),  # billing-legacy's copy is known by its format alone
+    "portal": entra_format_secret(),
+    "mystery": secrets.token_urlsafe(30),
+}
 HINTS = {name: value[:3] for name, value in SECRET_VALUES.items()}
+# Secret values of other shapes in the same settings: no principal's, never shown either.
+OTHER_VALUES = {
+    "storage account key": base64_secret(64),
+    "service bus SAS key": base64_secret(32),
+    "SQL password": secrets.token_urlsafe(18),
+    "JWT": jwt_like(),
+    "Stripe key": "sk_test_" + _random(string.ascii_letters + string.digits, 32),
+}
+STORAGE = (f"DefaultEndpointsProtocol=https;AccountName=queueworkerdata;"
+           f"AccountKey={OTHER_VALUES['storage account key']};EndpointSuffix=core.windows.net")
+SERVICE_BUS = ("Endpoint=sb://queue-worker.servicebus.windows.net/;SharedAccessKeyName="
+               f"RootManageSharedAccessKey;SharedAccessKey={OTHER_VALUES['service bus SAS key']}")
+SQL_LOGIN = ("Server=tcp:sql-orders.database.windows.net,1433;Database=orders;User ID=reporting;"
+             f"Password={OTHER_VALUES['SQL password']};Encrypt=True")
 
 
 def site(name: str, slot: str | None = None, rg: str = "rg-app", kind: str = "app") -> SiteRecord:
@@ -86,77 +144,101 @@ def site(name: str, slot: str | None = None, rg: str = "rg-app", kind: str = "ap
                       key_vault_reference_identity=None, location="westeurope")
 
 
-def env_secret(client_id: str | None, hint: str, setting: str = "AZURE_CLIENT_SECRET",
-               rule: str = "azure-identity-env") -> SecretFinding:
-    return SecretFinding(
-        FindingKind.CLIENT_SECRET, rule, SettingRef(setting), client_id=client_id,
-        client_id_setting=SettingRef("AZURE_CLIENT_ID") if client_id else None,
-        tenant_id=TENANT, tenant_setting=SettingRef("AZURE_TENANT_ID"), hint=hint)
-
-
-def usage(s: SiteRecord, setting: str, key: str) -> Usage:
-    return Usage(app=s.display, site_id=s.id, setting=setting, kind="client-secret",
-                 sticky=False, match=CredentialMatch("matched", key, (key,), "the hint matches"))
+def azure_identity(client_id: str, secret: str) -> dict[str, str]:
+    return {"AZURE_CLIENT_ID": client_id, "AZURE_TENANT_ID": TENANT,
+            "AZURE_CLIENT_SECRET": secret}
 
 
 ORDERS, STAGING = site("orders-api", rg="rg-orders"), site("orders-api", "staging", "rg-orders")
 BILLING, LEGACY = site("billing-api", rg="rg-billing"), site("billing-legacy", rg="rg-billing")
 PORTAL, WORKER = site("portal"), site("queue-worker", kind="functionapp")
-MYSTERY = site("mystery")
+MYSTERY, NO_SECRETS = site("mystery"), site("no-secrets")
 GHOST = f"/subscriptions/{SUB}/resourceGroups/rg-x/providers/Microsoft.Web/sites/ghost"
 PHANTOM = f"/subscriptions/{SUB}/resourceGroups/rg-x/providers/Microsoft.Web/sites/phantom"
 
+# Each app's settings as a scan reads them, real values in them.
+SETTINGS: dict[str, SiteSettings] = {
+    ORDERS.id: SiteSettings(
+        app_settings={**azure_identity(ORDERS_APP, SECRET_VALUES["orders"]),
+                      "Session__SigningToken": OTHER_VALUES["JWT"],
+                      "STRIPE_API_KEY": OTHER_VALUES["Stripe key"]},
+        connection_strings={"Reporting": ConnectionStringValue("SQLAzure", SQL_LOGIN)}),
+    STAGING.id: SiteSettings(app_settings=azure_identity(ORDERS_APP, SECRET_VALUES["orders"])),
+    BILLING.id: SiteSettings(app_settings=azure_identity(BILLING_APP, SECRET_VALUES["billing"])),
+    # the same credential, read by the app's own code under a name no SDK reads: blocked, and
+    # so billing-api's revoke is held
+    LEGACY.id: SiteSettings(app_settings={
+        "Legacy__ClientId": BILLING_APP, "Legacy__TenantId": TENANT,
+        SCRIPT_SETTING: SECRET_VALUES["billing"]}),
+    PORTAL.id: SiteSettings(app_settings={
+        "MICROSOFT_PROVIDER_AUTHENTICATION_SECRET": SECRET_VALUES["portal"]}),
+    WORKER.id: SiteSettings(app_settings={"AzureWebJobsStorage": STORAGE,
+                                          "Orders__ServiceBus": SERVICE_BUS}),
+    MYSTERY.id: SiteSettings(app_settings={
+        MARKUP_SETTING: SECRET_VALUES["mystery"],
+        "[bold]MYSTERY[/bold]__fullyQualifiedNamespace": "mystery.servicebus.windows.net"}),
+    NO_SECRETS.id: SiteSettings(app_settings={"WEBSITE_RUN_FROM_PACKAGE": "1"}),
+}
+# What the detector must read in them: (app, setting, rule, client id) of each finding.
+EXPECTED_FINDINGS = {
+    ("orders-api", "AZURE_CLIENT_SECRET", "azure-identity-env", ORDERS_APP),
+    ("orders-api/staging", "AZURE_CLIENT_SECRET", "azure-identity-env", ORDERS_APP),
+    ("billing-api", "AZURE_CLIENT_SECRET", "azure-identity-env", BILLING_APP),
+    ("billing-legacy", SCRIPT_SETTING, "entra-secret-format", BILLING_APP),
+    ("portal", "MICROSOFT_PROVIDER_AUTHENTICATION_SECRET", "easy-auth-secret", None),
+    ("queue-worker", "AzureWebJobsStorage", "storage-account-key", None),
+    ("queue-worker", "Orders__ServiceBus", "servicebus-sas", None),
+    ("mystery", MARKUP_SETTING, "functions-connection-secret", None),
+}
+
+
+def app_inventory(s: SiteRecord) -> AppInventory:
+    """What the scanner makes of one site: the detector's findings and the settings' stamp."""
+    settings = SETTINGS[s.id]
+    salt = bytes.fromhex(SALT)
+    return AppInventory(s, detect(settings, salt=salt), settings_fingerprint(settings, salt))
+
+
+def usages(principal: PrincipalRecord, apps: tuple[AppInventory, ...]) -> tuple[Usage, ...]:
+    """The apps holding the principal's secret, each matched to its credential by the hint the
+    detector read from the value, as the scanner matches them."""
+    return tuple(sorted(
+        (Usage(a.site.display, a.site.id, f.secret.name, f.kind.value, f.secret.sticky,
+               match_credential(f, principal)) for a in apps for f in a.findings
+         if f.outbound and f.client_id == principal.app_id),
+        key=lambda u: (u.app, u.setting)))
+
 
 def inventory() -> Inventory:
-    apps = (
-        AppInventory(ORDERS, (env_secret(ORDERS_APP, HINTS["orders"]),), "fp1"),
-        AppInventory(STAGING, (env_secret(ORDERS_APP, HINTS["orders"]),), "fp2"),
-        AppInventory(BILLING, (env_secret(BILLING_APP, HINTS["billing"]),), "fp3"),
-        # the same credential, read by the app's own code under a name no SDK reads: blocked,
-        # and so billing-api's revoke is held
-        AppInventory(LEGACY, (env_secret(BILLING_APP, HINTS["billing"], SCRIPT_SETTING,
-                                         "entra-secret-format"),), "fp4"),
-        AppInventory(PORTAL, (SecretFinding(
-            FindingKind.INBOUND, "easy-auth-secret",
-            SettingRef("MICROSOFT_PROVIDER_AUTHENTICATION_SECRET"), hint=HINTS["portal"],
-            note="Easy Auth client secret for inbound sign-in"),), "fp5"),
-        AppInventory(WORKER, (SecretFinding(
-            FindingKind.SHARED_KEY, "storage-connection-string", SettingRef("AzureWebJobsStorage"),
-            service="storage", note="a storage account key"),), "fp6"),
-        AppInventory(MYSTERY, (env_secret(None, HINTS["mystery"], MARKUP_SETTING),), "fp7"),
-        AppInventory(site("no-secrets"), (), "fp8"),
-    )
+    apps = tuple(app_inventory(s) for s in (ORDERS, STAGING, BILLING, LEGACY, PORTAL, WORKER,
+                                             MYSTERY, NO_SECRETS))
+    orders_sp = PrincipalRecord(ORDERS_APP, ORDERS_OID, "orders-sp", True, "Application",
+                                ORDERS_AOID, (PasswordCredentialRecord(
+                                    ORDERS_KEY, HINTS["orders"], "ci", None, LIVE),), ())
+    billing_sp = PrincipalRecord(BILLING_APP, BILLING_OID, "billing-sp", True, "Application",
+                                 BILLING_AOID, (PasswordCredentialRecord(
+                                     BILLING_KEY, HINTS["billing"], None, None, LIVE),), ())
     orders = PrincipalInventory(
-        ORDERS_APP,
-        PrincipalRecord(ORDERS_APP, ORDERS_OID, "orders-sp", True, "Application", ORDERS_AOID,
-                        (PasswordCredentialRecord(ORDERS_KEY, HINTS["orders"], "ci", None,
-                                                  LIVE),), ()),
+        ORDERS_APP, orders_sp,
         role_assignments=(RoleGrant(f"/subscriptions/{SUB}/resourceGroups/rg-orders",
                                     "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
                                     "Storage Blob Data Reader"),),
         vault_policies=(VaultGrant(
             f"/subscriptions/{SUB}/resourceGroups/rg-orders/providers/Microsoft.KeyVault/"
             "vaults/kv-orders", "kv-orders", False, ("get", "list"), (), ()),),
-        graph_roles=(),
-        used_by=(usage(ORDERS, "AZURE_CLIENT_SECRET", ORDERS_KEY),
-                 usage(STAGING, "AZURE_CLIENT_SECRET", ORDERS_KEY)))
+        graph_roles=(), used_by=usages(orders_sp, apps))
     billing = PrincipalInventory(
-        BILLING_APP,
-        PrincipalRecord(BILLING_APP, BILLING_OID, "billing-sp", True, "Application", BILLING_AOID,
-                        (PasswordCredentialRecord(BILLING_KEY, HINTS["billing"], None, None,
-                                                  LIVE),), ()),
+        BILLING_APP, billing_sp,
         role_assignments=(RoleGrant(f"/subscriptions/{SUB}/resourceGroups/rg-billing",
                                     "4633458b-17de-408a-b874-0445c86b69e6",
                                     "Key Vault Secrets User"),),
-        vault_policies=(), graph_roles=(),
-        used_by=(usage(BILLING, "AZURE_CLIENT_SECRET", BILLING_KEY),
-                 usage(LEGACY, SCRIPT_SETTING, BILLING_KEY)))
+        vault_policies=(), graph_roles=(), used_by=usages(billing_sp, apps))
     gaps = (Gap(GHOST, "list app settings", 403, "AuthorizationFailed", GHOST_MESSAGE),
             Gap(PHANTOM, "list app settings", 403, "AuthorizationFailed",
                 "the operator cannot read its settings"))
     return Inventory(tenant_id=TENANT, scanned_at="2026-11-26T10:00:00+00:00", subscriptions=(),
                      apps=apps, principals=(orders, billing), gaps=gaps,
-                     stats=ScanStats(1.0, 8, 1, 0, 0.0), settings_salt="00")
+                     stats=ScanStats(1.0, 8, 1, 0, 0.0), settings_salt=SALT)
 
 
 @pytest.fixture(scope="module")
@@ -521,14 +603,79 @@ def test_terminal_prints_rich_markup_in_names_literally(plan: Plan) -> None:
     assert MARKUP_SETTING in terminal_text(plan)
 
 
-@pytest.mark.parametrize("fmt", ["markdown", "html", "terminal", "json"])
+def test_the_findings_are_the_detectors_reading_of_the_values(plan: Plan) -> None:
+    """The values really went through the detector: it found each where it sits, read each
+    principal secret's hint from the value, and the hints matched the credentials."""
+    apps = inventory().apps
+    assert {(a.site.display, f.secret.name, f.rule, f.client_id)
+            for a in apps for f in a.findings} == EXPECTED_FINDINGS
+    by_setting = {(a.site.display, f.secret.name): f for a in apps for f in a.findings}
+    for app, setting, value in [("orders-api", "AZURE_CLIENT_SECRET", "orders"),
+                                ("billing-legacy", SCRIPT_SETTING, "billing"),
+                                ("portal", "MICROSOFT_PROVIDER_AUTHENTICATION_SECRET", "portal"),
+                                ("mystery", MARKUP_SETTING, "mystery")]:
+        assert by_setting[(app, setting)].hint == SECRET_VALUES[value][:3]
+    assert {(by_setting[("queue-worker", n)].kind, by_setting[("queue-worker", n)].service)
+            for n in ("AzureWebJobsStorage", "Orders__ServiceBus")} == {
+        (FindingKind.SHARED_KEY, "storage"), (FindingKind.SHARED_KEY, "servicebus")}
+    fingerprints = {k: f.fingerprint for k, f in by_setting.items()}
+    assert fingerprints[("orders-api", "AZURE_CLIENT_SECRET")] == fingerprints[
+        ("orders-api/staging", "AZURE_CLIENT_SECRET")]  # one value, held twice
+    assert fingerprints[("billing-api", "AZURE_CLIENT_SECRET")] == fingerprints[
+        ("billing-legacy", SCRIPT_SETTING)]
+    assert len(set(fingerprints.values())) == len(fingerprints) - 2
+    assert {u.match.status for p in inventory().principals for u in p.used_by} == {"matched"}
+    assert [(c.key_id, c.hint) for c in plan_view.irreversible_changes(plan)] == [
+        (BILLING_KEY, HINTS["billing"]), (ORDERS_KEY, HINTS["orders"])]
+
+
+def scan_table_text() -> str:
+    buffer = StringIO()
+    terminal.render_inventory(inventory(), Console(file=buffer, width=1000, color_system=None))
+    return buffer.getvalue()
+
+
+def _searched(document: str, reader_text: str) -> list[str]:
+    """A document as written and as read (escapes undone), each also without white space (a
+    terminal wraps lines)."""
+    texts = [document, reader_text]
+    return texts + ["".join(t.split()) for t in texts]
+
+
+def _leaked(value: str, texts: list[str], *, parts: bool = True) -> str | None:
+    """How a value shows in one of the texts, or None: whole, encoded (HTML, URL, JSON), and
+    (`parts`) without its first three characters (the hint that may be shown) or any 16
+    characters of it."""
+    forms = {value, html.escape(value), quote(value, safe=""), json.dumps(value)[1:-1]}
+    if parts:
+        forms |= {value[3:], *(value[i:i + 16] for i in range(len(value) - 15))}
+    return next((f for f in sorted(forms, key=len, reverse=True) for t in texts if f in t), None)
+
+
+REPORTS = ["markdown", "html", "terminal", "json", "scan-json", "scan-table"]
+
+
+@pytest.mark.parametrize("fmt", REPORTS)
 def test_no_secret_value_reaches_a_report(plan: Plan, fmt: str) -> None:
-    document = {"markdown": plan_markdown.render, "html": plan_html.render,
-                "terminal": terminal_text, "json": plan_json.render}[fmt](plan)
-    for value in SECRET_VALUES.values():
-        assert value not in document
-        assert value[3:] not in document
-    assert HINTS["orders"] in document  # the hint is Entra's own and may be shown
+    renders: dict[str, Callable[[Plan], str]] = {
+        "markdown": plan_markdown.render, "html": plan_html.render, "terminal": terminal_text,
+        "json": plan_json.render,
+        "scan-json": lambda _: json_output.render_inventory(inventory()),
+        "scan-table": lambda _: scan_table_text()}
+    document = renders[fmt](plan)
+    reader = {"markdown": markdown_unescaped, "html": html_text}.get(fmt, str)(document)
+    texts = _searched(document, reader)
+    values = {**{f"the {k} secret": v for k, v in SECRET_VALUES.items()},
+              **{f"the {k}": v for k, v in OTHER_VALUES.items()}}
+    for what, value in values.items():
+        shown = _leaked(value, texts)
+        leaked = shown is not None  # a bool: pytest must not print the value itself
+        assert not leaked, f"{fmt}: {what} is in the report ({len(shown or '')} characters of it)"
+    for what, value in [("storage", STORAGE), ("Service Bus", SERVICE_BUS), ("SQL", SQL_LOGIN)]:
+        leaked = _leaked(value, texts, parts=False) is not None
+        assert not leaked, f"{fmt}: the {what} connection string is in the report"
+    if fmt in ("markdown", "html", "terminal", "json"):
+        assert HINTS["orders"] in reader  # the hint is Entra's own and may be shown
 
 
 # --- the pure helpers -------------------------------------------------------------------------------
