@@ -114,22 +114,6 @@ DETAIL_LIMIT = 200
 _NOT_REPLICATED_TEXT = ("does not exist", "not a valid reference update", "principalnotfound")
 
 
-def token_claim(token: str, claim: str) -> str | None:
-    """One claim of a JWT access token, read without verifying it (None if it is not a JWT
-    or has no such claim)."""
-    import base64
-
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, UnicodeError):
-        return None
-    value = payload.get(claim) if isinstance(payload, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
 def parse_site_id(site_id: str) -> SiteAddress:
     """The parts of a site or slot id, as the Web SDK's calls take them. ARM ids are
     case-insensitive, and plans carry ids as Azure printed them."""
@@ -243,19 +227,10 @@ class CloudChanges:
         self._graph = GraphAdapter(factory)
 
     def signed_in_tenant(self) -> str | None:
-        """The tenant the operator's ARM token was issued by (its `tid` claim), or None when
-        the token does not say. The token is the operator's own; it is decoded, not verified:
-        this only tells which tenant a plan is about to run in."""
-        from azure.core.exceptions import ClientAuthenticationError
+        """The tenant the operator's ARM token was issued by, or None when it does not say."""
+        from migrator.cloud.whoami import signed_in
 
-        from migrator.cloud.errors import SignInError
-        from migrator.cloud.web import sign_in_reason
-
-        try:
-            token = self.factory.credential.get_token(self.factory.profile.arm_scope).token
-        except ClientAuthenticationError as exc:
-            raise SignInError(f"sign-in failed: {sign_in_reason(exc)}") from None
-        return token_claim(token, "tid")
+        return signed_in(self.factory).tenant_id
 
     # -- sites and slots ---------------------------------------------------------------------
 
@@ -682,6 +657,23 @@ class CloudChanges:
         secret = NewSecret(str(text))
         made.secret_text = None
         return _password_record(made), secret
+
+    def set_vault_secret(self, vault_uri: str, name: str, value: NewSecret,
+                         tags: dict[str, str]) -> str:
+        """Write a new current version of a Key Vault secret (a revoke's undo, where an app's
+        Key Vault reference reads the secret); the version's id comes back. The value is never
+        in an error: Key Vault does not echo it, and it is cut out if it ever did."""
+        what = f"write a new version of secret {name} in vault {vault_uri}"
+        client = self.factory.key_vault_secrets(vault_uri)
+        try:
+            made = arm_call(what, lambda: client.set_secret(
+                name, value.reveal(), tags=tags, content_type="msi-migrator replacement"))
+        except AzureCallError as exc:
+            raise _redacted(exc, [value.reveal()]) from None
+        version = made.properties.version
+        if not version:
+            raise AzureCallError(what, None, "NoVersion", "Key Vault returned no version id")
+        return str(version)
 
     def remove_password(self, application_object_id: str, key_id: str) -> None:
         """Remove one password credential by key id (the revoke stage); one already gone is

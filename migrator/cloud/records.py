@@ -68,6 +68,15 @@ class VaultRecord:
     subscription_id: str
     rbac: bool
     access_policies: tuple[AccessPolicyRecord, ...]
+    uri: str | None = None  # the data plane (`vaultUri`), e.g. https://kv.vault.azure.net/
+
+
+@dataclass(frozen=True)
+class RoleDataActions:
+    """What a role definition allows on data planes (Key Vault secrets, blobs, ...)."""
+
+    data_actions: tuple[str, ...]
+    not_data_actions: tuple[str, ...]
 
 
 @dataclass(frozen=True)

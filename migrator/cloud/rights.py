@@ -7,7 +7,12 @@ subscription instead of one per principal and subscription.
 from __future__ import annotations
 
 from migrator.cloud.factory import ClientFactory
-from migrator.cloud.records import AccessPolicyRecord, RoleAssignmentRecord, VaultRecord
+from migrator.cloud.records import (
+    AccessPolicyRecord,
+    RoleAssignmentRecord,
+    RoleDataActions,
+    VaultRecord,
+)
 from migrator.cloud.web import arm_call
 
 
@@ -71,5 +76,21 @@ class RightsAdapter:
                 id=str(vault.id), name=str(vault.name), subscription_id=subscription_id,
                 rbac=bool(props.enable_rbac_authorization) if props else False,
                 access_policies=policies,
+                uri=str(props.vault_uri) if props and props.vault_uri else None,
             ))
         return out
+
+    def role_data_actions(self, subscription_id: str) -> dict[str, RoleDataActions]:
+        """Role definition GUID -> its data actions: whether a role lets its holder write a
+        Key Vault secret on an RBAC vault (asked only where a plan needs to know)."""
+        client = self.factory.authorization(subscription_id)
+
+        def actions(definition: object, name: str) -> tuple[str, ...]:
+            return tuple(str(a) for p in (getattr(definition, "permissions", None) or [])
+                         for a in (getattr(p, name, None) or []))
+
+        return arm_call(f"list role definitions in subscription {subscription_id}", lambda: {
+            _guid(d.id): RoleDataActions(actions(d, "data_actions"),
+                                         actions(d, "not_data_actions"))
+            for d in client.role_definitions.list(f"/subscriptions/{subscription_id}")
+        })

@@ -166,3 +166,17 @@ def sql_password(value: str) -> str | None:
                 return text[1:-1].replace(close * 2, close)
             return text
     return None
+
+
+_PINNED_VERSION = (
+    r"(?P<head>(?:/secrets/[^/\s)]+/|SecretVersion\s*=\s*))(?P<version>{version})"
+    r"(?=[/;)\s]|$)")
+
+
+def repin_key_vault_reference(value: str, old_version: str, new_version: str) -> str:
+    """An App Service Key Vault reference that pins `old_version` (in a SecretUri or as
+    SecretVersion=) made to pin `new_version`; any other value comes back unchanged."""
+    if not value.lstrip().startswith("@Microsoft.KeyVault("):
+        return value
+    pattern = re.compile(_PINNED_VERSION.format(version=re.escape(old_version)), re.IGNORECASE)
+    return pattern.sub(lambda m: m.group("head") + new_version, value, count=1)

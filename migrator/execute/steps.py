@@ -22,10 +22,12 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from migrator.cloud.changes import CloudChanges, SiteState
 from migrator.cloud.errors import PrincipalNotReplicated
+from migrator.cloud.records import NewSecret
 from migrator.execute.rewrite import (
     RewriteError,
     apply_connection_string_edits,
     apply_setting_edits,
+    repin_key_vault_reference,
     replace_secret,
     resolve,
     sql_password,
@@ -38,6 +40,7 @@ from migrator.plan.model import (
     IDENTITY_RESOURCE_ID,
     AppPlan,
     AssignUserAssignedIdentity,
+    Credential,
     EnableSystemIdentity,
     EnsureUserAssignedIdentity,
     GraphAppRole,
@@ -690,26 +693,106 @@ def restore_secrets_in_stash(ctx: StepContext) -> list[dict[str, Any]]:
             continue
         new_key, text, hint = replacement
         names = _swap_secret_in_stash(ctx, cred.app_id, text)
+        versions = _write_vault_copies(ctx, cred, new_key, text)
+        names += _repin_references_in_stash(ctx, cred, versions)
         done.append({"key_id": cred.key_id, "new_key_id": new_key, "new_hint": hint,
-                     "settings": names})
+                     "settings": sorted(set(names)),
+                     **({"vault_versions": versions} if versions else {})})
     return done
+
+
+def _write_vault_copies(ctx: StepContext, cred: Credential, new_key: str,
+                        text: str) -> dict[str, str]:
+    """Write the replacement as a new version of every Key Vault secret that held the removed
+    credential's text (the plan lists them), so that an app whose restored setting is a Key
+    Vault reference reads a live secret. Returns "vault/secret" -> the version written; the
+    versions are kept with the minted secret, so a resumed rollback does not write again."""
+    if not cred.vault_secrets:
+        return {}
+    stash_key = minted_stash_key(ctx.plan.name, cred.app_id, cred.key_id)
+    minted = dict(ctx.stash.get(stash_key) or {})
+    written = {str(k): str(v) for k, v in (minted.get("vaults") or {}).items()}
+    for vault in cred.vault_secrets:
+        where = f"{vault.vault}/{vault.secret}"
+        if where in written:
+            continue
+        if not vault.vault_uri:
+            raise StepError(
+                f"cannot write the replacement for credential {cred.key_id} to secret "
+                f"{vault.secret} in Key Vault {vault.vault}: the plan does not know the vault's "
+                "address (the scan did not find the vault)")
+        written[where] = ctx.cloud.set_vault_secret(
+            vault.vault_uri, vault.secret, NewSecret(text),
+            tags={"msi-migrator": f"replacement for {cred.key_id}",
+                  "credential": new_key})
+        minted["vaults"] = written
+        ctx.stash.put(stash_key, minted)
+        ctx.notes.append(
+            f"{ctx.app.name}: wrote the new secret {new_key} as version {written[where]} of "
+            f"secret {vault.secret} in Key Vault {vault.vault}, which "
+            f"{', '.join(vault.referenced_by)} read through a Key Vault reference")
+    return written
+
+
+def _repin_references_in_stash(ctx: StepContext, cred: Credential,
+                               versions: Mapping[str, str]) -> list[str]:
+    """A stashed Key Vault reference that pins the old secret's version is repointed at the
+    version that holds the replacement: restored as it was, it would read the dead secret."""
+    repins: dict[str, tuple[str, str]] = {}  # setting -> (old version, new version)
+    for vault in cred.vault_secrets:
+        new = versions.get(f"{vault.vault}/{vault.secret}")
+        if vault.version is None or new is None or ctx.app.name not in vault.referenced_by:
+            continue
+        for finding in ctx.app.findings:
+            if (finding.client_id or "").lower() == cred.app_id.lower() and (
+                    finding.key_vault or "").lower() == f"{vault.vault}/{vault.secret}".lower():
+                repins[finding.setting] = (vault.version, new)
+    if not repins:
+        return []
+    changed: list[str] = []
+    for key in _swap_stash_keys(ctx):
+        stored = ctx.stash.get(key)
+        if not stored:
+            continue
+        data = dict(stored)
+        settings = {k: str(v) for k, v in (data.get("app_settings") or {}).items()}
+        strings = {k: [str(v[0]), str(v[1])]
+                   for k, v in (data.get("connection_strings") or {}).items()}
+        for name, (old, new) in repins.items():
+            if name in settings:
+                settings[name] = repin_key_vault_reference(settings[name], old, new)
+                changed.append(name)
+            if name in strings:
+                strings[name][1] = repin_key_vault_reference(strings[name][1], old, new)
+                changed.append(name)
+        data["app_settings"] = settings
+        if "connection_strings" in data:
+            data["connection_strings"] = strings
+        ctx.stash.put(key, data)
+    return changed
+
+
+def _swap_stash_keys(ctx: StepContext) -> list[str]:
+    """The stash entries that hold this app's settings as they were before its swap."""
+    keys = []
+    for stage in ctx.app.stages:
+        for step in stage.steps:
+            if isinstance(step.params, UpdateAppSettings):
+                keys.append(ctx.stash_key(step, "app_settings"))
+            elif isinstance(step.params, UpdateConnectionStrings):
+                keys.append(ctx.stash_key(step, "connection_strings"))
+    return keys
 
 
 def _swap_secret_in_stash(ctx: StepContext, app_id: str, new: str) -> list[str]:
     """Find the old secret text in this app's stashed swap data (by the findings' setting
     names) and replace it with the new one everywhere in that data."""
     olds: set[str] = set()
-    keys = []
-    for stage in ctx.app.stages:
-        for step in stage.steps:
-            if isinstance(step.params, UpdateAppSettings):
-                keys.append((ctx.stash_key(step, "app_settings"), "app_settings"))
-            elif isinstance(step.params, UpdateConnectionStrings):
-                keys.append((ctx.stash_key(step, "connection_strings"), "connection_strings"))
-    saved = {key: ctx.stash.get(key) for key, _ in keys}
+    keys = _swap_stash_keys(ctx)
+    saved = {key: ctx.stash.get(key) for key in keys}
     settings: dict[str, str] = {}
     strings: dict[str, str] = {}
-    for key, _ in keys:
+    for key in keys:
         data = saved.get(key) or {}
         settings.update({k: str(v) for k, v in (data.get("app_settings") or {}).items()})
         strings.update({k: str(v[1]) for k, v in (data.get("connection_strings") or {}).items()})
@@ -724,7 +807,7 @@ def _swap_secret_in_stash(ctx: StepContext, app_id: str, new: str) -> list[str]:
         if old and not old.startswith("@Microsoft.KeyVault"):
             olds.add(old)
     replaced: list[str] = []
-    for key, _ in keys:
+    for key in keys:
         stored = saved.get(key)
         if not stored:
             continue

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from migrator.plan.model import AppPlan, Plan
+from migrator.untrusted import json_visible
 
 
 class PlanError(Exception):
@@ -52,7 +53,7 @@ def integrity_problems(plan: Plan) -> list[str]:
 
 
 def dump_plan(plan: Plan) -> str:
-    return plan.model_dump_json(indent=2) + "\n"
+    return json_visible(plan.model_dump_json(indent=2)) + "\n"
 
 
 def parse_plan(text: str, source: str = "plan") -> Plan:

@@ -95,6 +95,18 @@ class Finding(_Model):
     note: str = ""
 
 
+class VaultSecret(_Model):
+    """A Key Vault secret that holds a credential's text, read by apps' Key Vault references:
+    rolling back the credential's removal writes the replacement there."""
+
+    vault: str
+    vault_uri: str | None = Field(
+        None, description="The vault's data plane; none when the scan did not find the vault.")
+    secret: str
+    version: str | None = Field(None, description="The version a reference pins, if any.")
+    referenced_by: tuple[str, ...] = ()
+
+
 class Credential(_Model):
     """The principal's password credential an app's secret was matched to."""
 
@@ -105,6 +117,8 @@ class Credential(_Model):
     hint: str | None
     display_name: str | None
     expires: str | None
+    vault_secrets: tuple[VaultSecret, ...] = Field(
+        (), description="Key Vault secrets holding this credential's text (every holder's).")
 
 
 class IdentityChoice(_Model):

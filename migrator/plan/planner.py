@@ -65,6 +65,7 @@ from migrator.plan.model import (
     UpdateConnectionStrings,
     UpdateSlotConfig,
     VaultAccessPolicy,
+    VaultSecret,
     VerifyHealth,
     VerifyRights,
     verify_health_title,
@@ -153,10 +154,39 @@ class _Planner:
         self.principals = {p.app_id.lower(): p for p in inventory.principals}
         self.keys = _app_keys([a for a in inventory.apps if a.findings])
         self._by_key: dict[str, _AppDraft] = {}
+        self.vault_access = {v.vault: v for v in inventory.vault_access}
+        self.vault_secrets = self._vault_secrets()
         self.gaps = tuple(
             Gap(scope=g.scope, operation=g.operation, message=g.message,
                 accepted=self._accepted(g.scope))
             for g in inventory.gaps)
+
+    def _vault_secrets(self) -> dict[tuple[str, str], tuple[VaultSecret, ...]]:
+        """(app id, key id) -> the Key Vault secrets that hold that credential's text, from
+        every app whose setting is a Key Vault reference matched to it."""
+        found: dict[tuple[str, str], dict[tuple[str, str, str | None], list[str]]] = \
+            defaultdict(lambda: defaultdict(list))
+        for app in self.inv.apps:
+            for f in app.findings:
+                if f.key_vault is None or not f.outbound or not f.client_id:
+                    continue
+                principal = self.principals.get(f.client_id.lower())
+                usage = _usage_of(principal, app, f) if principal else None
+                if usage is None or usage.match.key_id is None:
+                    continue
+                where = (f.key_vault.vault.lower(), f.key_vault.secret, f.key_vault.version)
+                found[(f.client_id.lower(), usage.match.key_id)][where].append(
+                    self.keys[app.site.id])
+        out = {}
+        for cred, secrets in found.items():
+            out[cred] = tuple(
+                VaultSecret(vault=vault, secret=secret, version=version,
+                            vault_uri=(access.vault_uri if (access := self.vault_access.get(
+                                vault)) else None),
+                            referenced_by=tuple(sorted(set(apps))))
+                for (vault, secret, version), apps in sorted(
+                    secrets.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")))
+        return out
 
     def _accepted(self, scope: str) -> bool:
         return any(a.lower() in scope.lower() for a in self.options.accept_gaps if a)
@@ -243,7 +273,8 @@ class _Planner:
         credentials[(record.app_id.lower(), cred.key_id)] = Credential(
             app_id=record.app_id, principal_name=record.display_name,
             application_object_id=record.application_object_id, key_id=cred.key_id,
-            hint=cred.hint, display_name=cred.display_name, expires=cred.end)
+            hint=cred.hint, display_name=cred.display_name, expires=cred.end,
+            vault_secrets=self.vault_secrets.get((record.app_id.lower(), cred.key_id), ()))
         return out
 
     # -- the plan
@@ -589,6 +620,12 @@ class _Planner:
                 if draft is None or draft.status is not AppStatus.MIGRATABLE:
                     held.append(f"{other} still uses credential {cred.key_id} of "
                                 f"{cred.principal_name} and is not migratable in this plan")
+            held += self._vault_holds(cred)
+            in_vaults = "; ".join(
+                f"writes it as a new version of secret {v.secret} in Key Vault {v.vault}, "
+                f"which the Key Vault reference of {', '.join(v.referenced_by)} reads"
+                + (f" (the reference pins version {v.version}: it is repointed to the new one)"
+                   if v.version else "") for v in cred.vault_secrets)
             steps.add(
                 f"Remove the password credential {cred.key_id} (hint {cred.hint or '?'}) of "
                 f"{cred.principal_name}" + (
@@ -600,8 +637,26 @@ class _Planner:
                                          also_used_by=tuple(sharing)),
                 Undo(action="mint-secret-and-swap-back", reversible=False, description=(
                     "irreversible: the removed secret is gone; undo mints a new secret on the "
-                    "application and swaps it back into the app's settings")))
+                    "application and swaps it back into the app's settings"
+                    + (f"; it also {in_vaults}" if in_vaults else ""))))
         return steps.stage(held=tuple(_unique(held)))
+
+    def _vault_holds(self, cred: Credential) -> list[str]:
+        """Why this credential's removal must wait: some Key Vault secret that holds its text
+        could not receive the replacement on rollback, so the app would come back on a dead
+        secret. The migration itself (identity, grant, swap) goes ahead."""
+        out = []
+        for v in cred.vault_secrets:
+            access = self.vault_access.get(v.vault)
+            if access is not None and access.can_set_secrets:
+                continue
+            reason = access.reason if access else f"vault {v.vault} was not examined"
+            out.append(
+                f"rolling back the removal of credential {cred.key_id} of "
+                f"{cred.principal_name} would write the new secret to {v.secret} in Key Vault "
+                f"{v.vault} (read by {', '.join(v.referenced_by)}), and the operator cannot: "
+                f"{reason}; grant that right and plan again")
+        return out
 
     # -- principals
 

@@ -30,6 +30,10 @@ class SimContext:
     base_url: str = "https://127.0.0.1"  # set once the port is known
     faults: FaultConfig = field(default_factory=FaultConfig)
     extras: dict[str, Any] = field(default_factory=dict)
+    # Each vault's data plane listens on a port of its own (keyvault.py): port -> vault name
+    # (lower case), and vault name -> the URL ARM reports as its vaultUri.
+    vault_ports: dict[int, str] = field(default_factory=dict)
+    vault_urls: dict[str, str] = field(default_factory=dict)
 
     @property
     def authority(self) -> str:

@@ -23,8 +23,8 @@ from typing import Any, Literal
 import jwt
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Service = Literal["arm", "graph", "entra", "msi"]
-SERVICES: tuple[Service, ...] = ("arm", "graph", "entra", "msi")
+Service = Literal["arm", "graph", "entra", "msi", "keyvault"]
+SERVICES: tuple[Service, ...] = ("arm", "graph", "entra", "msi", "keyvault")
 FAULT_KINDS = ("429", "500", "503", "drop")
 
 # (capacity, refill per second) of Azure's buckets.
@@ -151,6 +151,8 @@ class Throttle:
 def service_of(path: str) -> Service | None:
     if path.startswith("/v1.0/") or path == "/v1.0":
         return "graph"
+    if path.startswith("/secrets/") or path == "/secrets":  # a vault's data plane (keyvault.py)
+        return "keyvault"
     if path.startswith("/msi/"):
         return "msi"
     if path.startswith("/_sim") or path.startswith("/_sites") or path == "/":

@@ -62,19 +62,27 @@ class CredentialFailure(Exception):
 
 def parse_kv_reference(value: str) -> tuple[str, str] | None:
     """(vault, secret) of an App Service Key Vault reference, in either documented syntax."""
+    found = parse_kv_reference_version(value)
+    return None if found is None else (found[0], found[1])
+
+
+def parse_kv_reference_version(value: str) -> tuple[str, str, str | None] | None:
+    """(vault, secret, version or None) of an App Service Key Vault reference: a reference
+    that names a version resolves to that version, not to the secret's current one."""
     m = KV_REFERENCE.match(value.strip())
     if m is None:
         return None
     body = m.group("body").strip()
     if body.lower().startswith("secreturi="):
         uri = SECRET_URI.match(body.split("=", 1)[1].strip())
-        return (uri.group("vault"), uri.group("name")) if uri else None
+        return (uri.group("vault"), uri.group("name"), uri.group("version") or None) \
+            if uri else None
     parts = {
         k.strip().lower(): v.strip()
         for k, _, v in (p.partition("=") for p in body.split(";") if "=" in p)
     }
     if parts.get("vaultname") and parts.get("secretname"):
-        return parts["vaultname"], parts["secretname"]
+        return parts["vaultname"], parts["secretname"], parts.get("secretversion") or None
     return None
 
 
@@ -91,7 +99,7 @@ class Runtime:
         stay as the literal reference, as App Service leaves them)."""
         resolved = dict(app.app_settings)
         for key, value in app.app_settings.items():
-            ref = parse_kv_reference(value)
+            ref = parse_kv_reference_version(value)
             if ref is None:
                 continue
             try:
@@ -184,7 +192,8 @@ class Runtime:
 
     # -- needs
 
-    def read_secret(self, sp: ServicePrincipal, vault_name: str, secret: str) -> str:
+    def read_secret(self, sp: ServicePrincipal, vault_name: str, secret: str,
+                    version: str | None = None) -> str:
         kv = self.t.vaults.get(vault_name.lower())
         if kv is None:
             raise CredentialFailure(f"vault {vault_name} not found")
@@ -199,9 +208,11 @@ class Runtime:
                 raise CredentialFailure(
                     f"Forbidden: no access policy grants {sp.display_name} secret get on "
                     f"{vault_name}")
-        if secret not in kv.secrets:
-            raise CredentialFailure(f"SecretNotFound: {vault_name}/{secret}")
-        return kv.secrets[secret]
+        value = kv.secret_value(secret, version)
+        if value is None:
+            raise CredentialFailure(f"SecretNotFound: {vault_name}/{secret}"
+                                    + (f"/{version}" if version else ""))
+        return value
 
     def check_sql(self, app: WebApp, settings: dict[str, str], name: str,
                   default_sp: ServicePrincipal | None) -> str:
@@ -265,12 +276,15 @@ class Runtime:
         if need.setting is not None:
             label = f"setting {need.setting}"
             value = settings.get(need.setting, "")
-            if parse_kv_reference(value) is not None:
+            ref = parse_kv_reference_version(value)
+            if ref is not None:  # still the literal reference: the platform could not read it
                 try:
-                    self.reference_identity(app)
+                    self.read_secret(self.reference_identity(app), *ref)
                 except CredentialFailure as exc:
+                    if str(exc).startswith("Forbidden"):
+                        return label, False, "Key Vault reference unresolved: access denied"
                     return label, False, f"Key Vault reference unresolved: {exc}"
-                return label, False, "Key Vault reference unresolved: access denied"
+                return label, False, "Key Vault reference unresolved"
             return label, bool(value), "resolved" if value else "empty"
         if sp is None:
             return _need_label(need), False, "no credential"

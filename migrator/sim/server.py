@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from migrator.cloud.profiles import CloudProfile, write_profile
-from migrator.sim import admin, arm, entra, graph
+from migrator.sim import admin, arm, entra, graph, keyvault
 from migrator.sim.context import SimContext
 from migrator.sim.estate import EstateSpec
 from migrator.sim.faults import FaultConfig, FaultMiddleware
@@ -72,6 +72,17 @@ def build_app(ctx: SimContext) -> Starlette:
     return Starlette(routes=route_list)
 
 
+def _listen(port: int, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit this on Linux; without it every response waits ~40 ms for
+    # Nagle's algorithm to meet the client's delayed ACK.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((HOST, port))
+    sock.listen(backlog)
+    return sock
+
+
 class _Server(uvicorn.Server):
     """uvicorn, but idle keep-alive connections are cut at shutdown instead of waiting for
     each TLS peer to answer close_notify (asyncio gives that 30 s)."""
@@ -96,29 +107,32 @@ class SimServer:
         self.port = port
         self.faults = faults if faults is not None else FaultConfig()
         self.ctx = SimContext(self.tenant, TokenIssuer(self.tenant.id), faults=self.faults)
-        self.middleware = FaultMiddleware(build_app(self.ctx), self.faults)
+        routed = keyvault.VaultRouter(build_app(self.ctx), keyvault.vault_app(self.ctx), self.ctx)
+        self.middleware = FaultMiddleware(routed, self.faults)
         self.ctx.extras["middleware"] = self.middleware
         self.app = self.middleware
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
+        self._vault_socks: list[socket.socket] = []
         self.endpoints: SimEndpoints | None = None
 
     # -- setup shared by foreground and background runs
 
     def _prepare(self) -> uvicorn.Server:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted sockets inherit this on Linux; without it every response waits ~40 ms for
-        # Nagle's algorithm to meet the client's delayed ACK.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((HOST, self.port))
-        sock.listen(2048)
+        sock = _listen(self.port, 2048)
         self._sock = sock
         self.port = sock.getsockname()[1]
         base_url = f"https://{HOST}:{self.port}"
         self.ctx.base_url = base_url
+        # A vault's data plane has an origin of its own (its vaultUri), as in Azure.
+        for name in sorted(self.tenant.vaults):
+            vault_sock = _listen(0, 128)
+            self._vault_socks.append(vault_sock)
+            vault_port = vault_sock.getsockname()[1]
+            self.ctx.vault_ports[vault_port] = name
+            self.ctx.vault_urls[name] = f"https://{HOST}:{vault_port}/"
 
         ca = trustme.CA(organization_name="migrator.sim test CA")
         cert = ca.issue_cert(HOST, "localhost")
@@ -137,6 +151,9 @@ class SimServer:
             arm_audience="https://management.azure.com/", graph_endpoint=base_url,
             graph_audience="https://graph.microsoft.com", authority=base_url,
             ca_bundle=str(ca_path), disable_instance_discovery=True, tenant_id=self.tenant.id,
+            # The vaults listen on 127.0.0.1, not on a host under vault.azure.net, which the
+            # Key Vault SDK's challenge check would otherwise require.
+            key_vault_verify_challenge_resource=False,
             arm_throttle_scale=self.faults.throttle_scale,
             # The apps' health routes (admin.py): where the executor probes an app after a swap.
             site_url=f"{base_url}/_sites/{{site}}{{slot_path}}",
@@ -163,7 +180,7 @@ class SimServer:
     def start(self, timeout: float = 30.0) -> SimEndpoints:
         server = self._prepare()
         self._server = server
-        sockets = [self._sock] if self._sock else None
+        sockets = self._sockets()
         self._thread = threading.Thread(
             target=lambda: asyncio.run(server.serve(sockets=sockets)),
             name="migrator-sim", daemon=True,
@@ -182,9 +199,13 @@ class SimServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
+        for sock in (self._sock, *self._vault_socks):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _sockets(self) -> list[socket.socket] | None:
+        return [self._sock, *self._vault_socks] if self._sock else None
 
     def __enter__(self) -> SimEndpoints:
         return self.start()
@@ -200,7 +221,7 @@ class SimServer:
         self._server = server
 
         async def run() -> None:
-            task = asyncio.create_task(server.serve(sockets=[self._sock] if self._sock else None))
+            task = asyncio.create_task(server.serve(sockets=self._sockets()))
             while not server.started and not task.done():
                 await asyncio.sleep(0.01)
             # Our own handlers: uvicorn's would re-raise the signal after shutdown, killing the

@@ -160,7 +160,10 @@ class KeyVault:
     location: str
     rbac: bool
     access_policies: list[AccessPolicy]
-    secrets: dict[str, str]
+    secrets: dict[str, str]  # name -> the current version's value
+    # Every version of each secret, oldest first; the estate's secrets get one version each,
+    # made when first asked for (a Key Vault reference may pin a version).
+    versions: dict[str, list[SecretVersion]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -170,6 +173,42 @@ class KeyVault:
     @property
     def uri(self) -> str:
         return f"https://{self.name}.vault.azure.net/"
+
+    def secret_versions(self, name: str) -> list[SecretVersion]:
+        """The versions of a secret, oldest first (none if there is no such secret)."""
+        found = self.versions.get(name)
+        if found is None and name in self.secrets:
+            first = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.id}/secrets/{name}").hex
+            found = self.versions[name] = [SecretVersion(first, self.secrets[name])]
+        return found or []
+
+    def secret_value(self, name: str, version: str | None = None) -> str | None:
+        """A secret's current value, or a version's (Key Vault versions are case-insensitive
+        hex); None when there is no such secret or version."""
+        for v in reversed(self.secret_versions(name)):
+            if version is None or v.version.lower() == version.lower():
+                return v.value if v.enabled else None
+        return None
+
+    def set_secret(self, name: str, value: str, content_type: str | None = None,
+                   tags: dict[str, str] | None = None) -> SecretVersion:
+        """A new current version of a secret (Key Vault's `PUT /secrets/{name}`)."""
+        made = SecretVersion(uuid.uuid4().hex, value, content_type=content_type,
+                             tags=dict(tags or {}))
+        self.secret_versions(name)
+        self.versions.setdefault(name, []).append(made)
+        self.secrets[name] = value
+        return made
+
+
+@dataclass
+class SecretVersion:
+    version: str  # 32 hex digits, as Key Vault makes them
+    value: str
+    created: datetime = field(default_factory=utcnow)
+    enabled: bool = True
+    content_type: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

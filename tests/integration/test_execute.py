@@ -8,6 +8,7 @@ succeeds with the credential its current settings resolve to."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -47,7 +48,11 @@ class Run:
 
     def __init__(self, sim: Sim, tmp_path: Path) -> None:
         self.sim = sim
+        # Every secret the tenant holds before anything runs: a revoke deletes the one the run
+        # handles, and that one above all must never be shown.
+        self.initial_secrets = frozenset(self.secrets())
         self.events: list[EngineEvent] = []
+        self.shown: list[str] = []  # what the engine's outcomes said
         inventory = Scanner(sim.factory(), workers=4).run()
         self.plan: Plan = build_plan(inventory, PlanOptions(name="e2e", tool_version="test"))
         self.journal_path = tmp_path / "e2e.journal.sqlite"
@@ -67,7 +72,9 @@ class Run:
             options = ApplyOptions(apps=apps, stages=stages, soak=options.soak,
                                    health_timeout=options.health_timeout,
                                    replication_timeout=30, confirm_sql=options.confirm_sql)
-        return {o.app: o for o in self.engine.apply(options)}
+        outcomes = list(self.engine.apply(options))
+        self.shown += [text for o in outcomes for text in (o.message, o.script or "", *o.notes)]
+        return {o.app: o for o in outcomes}
 
     def healthy(self, name: str) -> bool:
         site, _, slot = name.partition("/")
@@ -87,32 +94,46 @@ class Run:
         return found
 
     def secrets(self) -> list[str]:
-        return [p.secret for a in self.sim.tenant.applications.values() for p in a.passwords]
+        """The tenant's secrets now (a revoke removes one, a rollback mints one)."""
+        with self.sim.tenant.lock:
+            return [p.secret for a in self.sim.tenant.applications.values() for p in a.passwords]
+
+    def searched_secrets(self) -> set[str]:
+        """Every secret a leak check looks for: those held before the run, and those since."""
+        return set(self.initial_secrets) | set(self.secrets())
 
 
 @pytest.fixture
-def run(sim: Sim, tmp_path: Path) -> Iterator[Run]:
+def run(sim: Sim, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> Iterator[Run]:
+    caplog.set_level(logging.DEBUG)
     r = Run(sim, tmp_path)
     try:
         yield r
+        captured = capsys.readouterr()
+        _no_secret_anywhere(r, captured.out, captured.err, caplog.text,
+                            *(m.getMessage() for m in caplog.records))
     finally:
         r.journal.close()
 
 
 def _no_secret_anywhere(run: Run, *texts: str, extra: tuple[str, ...] = ()) -> None:
-    blobs = [run.journal_path.read_bytes(), run.stash_path.read_bytes()
-             if run.stash_path.exists() else b""]
-    wal = run.journal_path.with_name(run.journal_path.name + "-wal")
-    if wal.exists():
-        blobs.append(wal.read_bytes())
-    shown = "\n".join([*texts, *(e.text for e in run.events)])
-    for secret in [*run.secrets(), *extra]:
-        assert secret not in shown
-        for blob in blobs:
-            assert secret.encode() not in blob
+    """No secret the tenant held at the start or holds now is in the journal (its WAL), the
+    stash file (encrypted), the events, the outcomes, or the texts given."""
+    files = [run.journal_path, run.journal_path.with_name(run.journal_path.name + "-wal"),
+             run.stash_path]
+    blobs = {p.name: p.read_bytes() for p in files if p.exists()}
+    shown = "\n".join([*texts, *run.shown, *(e.text for e in run.events)])
+    for secret in run.searched_secrets() | set(extra):
+        leaked = secret in shown or secret in "".join(shown.split())
+        assert not leaked, f"a secret (hint {secret[:3]}) was shown"
+        for name, blob in blobs.items():
+            leaked = secret.encode() in blob
+            assert not leaked, f"a secret (hint {secret[:3]}) is in {name}"
 
 
 def test_single_app_migrates_and_stays_healthy(run: Run) -> None:
+    handled = run.sim.secret("solo-sp")
     assert run.healthy("solo-api")
     outcome = run.apply("solo-api")["solo-api"]
     assert outcome.outcome == "done", outcome.message
@@ -128,6 +149,9 @@ def test_single_app_migrates_and_stays_healthy(run: Run) -> None:
                for r in run.state()["roleAssignments"])
     solo = run.sim.tenant.app_by_app_id(run.sim.client_id("solo-sp"))
     assert solo is not None and solo.passwords == []  # the one credential is gone
+    # the secret the run handled is gone from the tenant, yet still looked for
+    covered = handled not in run.secrets() and handled in run.searched_secrets()
+    assert covered, "the revoked secret is not among those searched"  # no value printed
     _no_secret_anywhere(run)
 
 
@@ -190,6 +214,7 @@ def test_an_unhealthy_swap_is_rolled_back_at_once(run: Run) -> None:
 
 
 def test_revoke_then_rollback_leaves_the_app_healthy_with_a_new_secret(run: Run) -> None:
+    handled = run.sim.secret("solo-sp")
     before = run.site("solo-api")
     assert run.apply("solo-api")["solo-api"].outcome == "done"
     solo = run.sim.tenant.app_by_app_id(run.sim.client_id("solo-sp"))
@@ -205,6 +230,8 @@ def test_revoke_then_rollback_leaves_the_app_healthy_with_a_new_secret(run: Run)
         k: v for k, v in before["appSettings"].items() if k != "AZURE_CLIENT_SECRET"}
     assert after["identity"] == before["identity"]
     assert run.healthy("solo-api")
+    covered = {handled, new_secret} <= run.searched_secrets()  # the revoked one, the minted one
+    assert covered, "the revoked or the minted secret is not among those searched"
     _no_secret_anywhere(run, result.message, *result.notes, extra=(new_secret,))
 
 

@@ -374,6 +374,7 @@ def _normalise(text: str, plan: Plan) -> str:
         text = text.replace(f"`{hint}`", "`<hint>`")
     text = re.sub(r"sha256:[0-9a-f]{64}", "sha256:<digest>", text)
     text = re.sub(r'("settings_(?:fingerprint|salt)": )"[0-9a-f]+"', r'\1"<salted>"', text)
+    text = re.sub(r"https://127\.0\.0\.1:\d+/", "https://127.0.0.1:<port>/", text)
     return text
 
 

@@ -607,7 +607,10 @@ def test_get_vault_shows_access_policies_and_permission_model(sim: Sim) -> None:
     rbac = kv.vaults.get(RG, "kv-rbac")
 
     assert orders.properties.enable_rbac_authorization is False
-    assert orders.properties.vault_uri == "https://kv-orders.vault.azure.net/"
+    # Azure's vaultUri is https://kv-orders.vault.azure.net/; the simulator serves each
+    # vault's data plane on its own 127.0.0.1 port and says so here, as Azure names the host.
+    assert orders.properties.vault_uri == sim.server.ctx.vault_urls["kv-orders"]
+    assert orders.properties.vault_uri.startswith("https://127.0.0.1:")
     policies = orders.properties.access_policies or []
     assert [p.object_id for p in policies] == [sim.object_id("orders-sp")]
     assert sorted(policies[0].permissions.secrets or []) == ["get", "list"]

@@ -44,6 +44,7 @@ from msgraph.generated.models.app_role_assignment import AppRoleAssignment
 from migrator.cloud.factory import ClientFactory, secret_credential
 from migrator.cloud.profiles import load_profile
 from migrator.sim.estate import load_estate
+from migrator.sim.runtime import Runtime
 from migrator.sim.server import SimEndpoints, SimServer
 
 pytestmark = [
@@ -437,7 +438,20 @@ def test_key_vault_references_resolve_once_the_identity_may_read(cloud: Cloud) -
     assert status == 503
     needs = cloud.needs(report)
     assert needs["setting DB_PASSWORD"] == (True, "resolved")
-    assert needs["setting DB_PASSWORD_PINNED"] == (True, "resolved")
+    # The pinned version does not exist: a reference to it stays unresolved, as in Azure
+    # (a versioned SecretUri reads that version, never the current one).
+    assert needs["setting DB_PASSWORD_PINNED"] == (
+        False, "Key Vault reference unresolved: SecretNotFound: "
+               "kv-orders/db-password/0123456789abcdef0123456789abcdef")
+    with cloud.tenant.lock:  # pinned to a version that exists, it resolves to that version
+        kv = cloud.tenant.vaults["kv-orders"]
+        first = kv.secret_versions("db-password")[0].version
+        kv.set_secret("db-password", "a-newer-value")
+        cloud.tenant.sites["kvref-app"].app_settings["DB_PASSWORD_PINNED"] = (
+            "@Microsoft.KeyVault(SecretUri=https://kv-orders.vault.azure.net/secrets/"
+            f"db-password/{first})")
+        assert Runtime(cloud.tenant).effective_settings(
+            cloud.tenant.sites["kvref-app"])["DB_PASSWORD_PINNED"] == "not-a-real-password"
     assert needs["setting API_KEY"] == (False, "Key Vault reference unresolved: access denied")
 
     # RBAC vault (VaultName= form): Key Vault Secrets User at the vault's scope.

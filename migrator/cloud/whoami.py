@@ -1,0 +1,49 @@
+"""Who the operator is signed in as: the tenant and object id in its own ARM token.
+
+A plan belongs to one tenant (apply refuses another), and the scan asks whether the operator
+itself may write where a rollback will need to write (a Key Vault secret): both need to know
+who is signed in. The token is the operator's own and is decoded, not verified: it says which
+identity is making the calls, it grants nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+from azure.core.exceptions import ClientAuthenticationError
+
+from migrator.cloud.errors import SignInError
+from migrator.cloud.factory import ClientFactory
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    tenant_id: str | None
+    object_id: str | None  # the operator's principal (service principal or user) object id
+
+
+def token_claim(token: str, claim: str) -> str | None:
+    """One string claim of a JWT access token, read without verifying it (None if the token
+    is not a JWT or has no such claim)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeError):
+        return None
+    value = payload.get(claim) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def signed_in(factory: ClientFactory) -> SignedIn:
+    """The operator's tenant and object id, from the ARM token the factory's clients use."""
+    from migrator.cloud.web import sign_in_reason
+
+    try:
+        token = factory.credential.get_token(factory.profile.arm_scope).token
+    except ClientAuthenticationError as exc:
+        raise SignInError(f"sign-in failed: {sign_in_reason(exc)}") from None
+    return SignedIn(token_claim(token, "tid"), token_claim(token, "oid"))
