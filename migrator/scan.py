@@ -10,6 +10,7 @@ read becomes a `Gap` in the inventory: a scan with gaps is incomplete and says s
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import secrets
 import threading
@@ -28,6 +29,7 @@ from migrator.cloud.records import (
     PasswordCredentialRecord,
     PrincipalRecord,
     RoleAssignmentRecord,
+    RoleDataActions,
     SettingsRecord,
     SiteRecord,
     SubscriptionRecord,
@@ -35,7 +37,8 @@ from migrator.cloud.records import (
 )
 from migrator.cloud.rights import RightsAdapter
 from migrator.cloud.web import WebAdapter
-from migrator.detect import detect, settings_fingerprint
+from migrator.cloud.whoami import signed_in
+from migrator.detect import Note, detect, settings_fingerprint
 from migrator.detect.findings import ConnectionStringValue, SecretFinding, SiteSettings
 from migrator.scheduling import FairPool
 
@@ -120,6 +123,23 @@ class PrincipalInventory:
 
 
 @dataclass(frozen=True)
+class VaultWriteAccess:
+    """Whether the operator may write a new version of a secret in a vault that an app's Key
+    Vault reference reads: rolling back the removal of that secret's credential has to write
+    the replacement there, or the restored reference would read a dead secret."""
+
+    vault: str  # the name the references use, lower case
+    vault_id: str | None  # None: the vault is not in the scanned subscriptions
+    vault_uri: str | None
+    rbac: bool | None
+    can_set_secrets: bool | None  # None: could not tell
+    reason: str
+
+
+SET_SECRET_ACTION = "Microsoft.KeyVault/vaults/secrets/setSecret/action"
+
+
+@dataclass(frozen=True)
 class ScanStats:
     seconds: float
     sites: int
@@ -138,6 +158,7 @@ class Inventory:
     gaps: tuple[Gap, ...]
     stats: ScanStats
     settings_salt: str = ""  # hex; the salt of every AppInventory.settings_fingerprint
+    vault_access: tuple[VaultWriteAccess, ...] = ()  # vaults that apps' references read
 
     @property
     def complete(self) -> bool:
@@ -214,6 +235,7 @@ class _State:
     assignments: dict[str, list[RoleAssignmentRecord]] = field(default_factory=dict)
     role_names: dict[str, str] = field(default_factory=dict)
     vaults: list[VaultRecord] = field(default_factory=list)
+    resource_groups: set[str] = field(default_factory=set)  # lower case, from the site lists
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -310,6 +332,8 @@ class Scanner:
         where = f"/subscriptions/{sub.id}"
         sites = self._guarded(where, lambda: self.web.site_list(sub.id))
         if sites is not None:
+            with self._state.lock:
+                self._state.resource_groups.update(s.resource_group.lower() for s in sites)
             wanted = [s for s in sites if scope.wants(s)]
             self.progress(ScanEvent("sites-found", sub.name, len(wanted)))
             for site in wanted:
@@ -341,18 +365,20 @@ class Scanner:
                     arm.submit(sub.id, functools.partial(self._scan_subscription, sub, scope,
                                                          arm))
                 arm.join()
+            self._unknown_resource_groups(scope, subscriptions)
             self._guarded("graph", warm.result)
             principals = self._principals(pool, self._lookups.finish())
         state = self._state
         apps = tuple(sorted(state.apps, key=lambda a: (a.site.subscription_id,
                                                        a.site.id.lower())))
+        vault_access = self._vault_access(apps)
         return Inventory(
             tenant_id=self.factory.profile.tenant_id or next(
                 (s.tenant_id for s in subscriptions if s.tenant_id), None),
             scanned_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             subscriptions=tuple(subscriptions), apps=apps, principals=principals,
             gaps=tuple(sorted(state.gaps, key=lambda g: (g.scope, g.operation))),
-            settings_salt=self.settings_salt.hex(),
+            settings_salt=self.settings_salt.hex(), vault_access=vault_access,
             stats=ScanStats(
                 seconds=round(time.monotonic() - began, 3),
                 sites=sum(1 for a in apps if a.site.slot is None),
@@ -361,6 +387,66 @@ class Scanner:
                 pacing_wait_seconds=round(self.factory.pacer.waited(), 3),
             ),
         )
+
+    def _vault_access(self, apps: tuple[AppInventory, ...]) -> tuple[VaultWriteAccess, ...]:
+        """For each vault an app's outbound secret is referenced from: may the operator write
+        a new version there? Read only when some app has such a reference."""
+        wanted = sorted({f.key_vault.vault.lower() for a in apps for f in a.findings
+                         if f.key_vault is not None and f.outbound})
+        if not wanted:
+            return ()
+        vaults = {v.name.lower(): v for v in self._state.vaults}
+        try:
+            operator = signed_in(self.factory).object_id
+        except CloudError:
+            operator = None
+        definitions: dict[str, dict[str, RoleDataActions] | None] = {}
+        out = []
+        for name in wanted:
+            vault = vaults.get(name)
+            if vault is None:
+                out.append(VaultWriteAccess(name, None, None, None, None,
+                                            f"vault {name} is not in the scanned subscriptions"))
+                continue
+            sub = vault.subscription_id
+            if vault.rbac and sub not in definitions:
+                definitions[sub] = self._guarded(
+                    f"/subscriptions/{sub}",
+                    functools.partial(self.rights.role_data_actions, sub))
+            can, reason = vault_write_access(
+                vault, operator, self._state.assignments.get((operator or "").lower(), []),
+                definitions.get(sub) if vault.rbac else {})
+            out.append(VaultWriteAccess(name, vault.id, vault.uri, vault.rbac, can, reason))
+        return tuple(out)
+
+    def _unknown_resource_groups(self, scope: ScanScope,
+                                 subscriptions: list[SubscriptionRecord]) -> None:
+        """A resource group asked for (`-g`) that holds no site is looked up: one that is in
+        none of the scanned subscriptions is a gap (a typo must not read as "Complete, no
+        finding"), an empty one is not."""
+        if not subscriptions:
+            return  # the subscriptions' own gaps say why nothing was read
+        for name in scope.resource_groups:
+            if name.lower() in self._state.resource_groups:
+                continue
+            refused: list[str] = []
+            for sub in subscriptions:
+                try:
+                    if self.web.resource_group_exists(sub.id, name):
+                        break
+                except AzureCallError as exc:
+                    refused.append(f"{sub.name}: {exc.status or ''} {exc.code or ''}".strip())
+            else:
+                where = ", ".join(s.name for s in subscriptions)
+                with self._state.lock:
+                    self._state.gaps.append(Gap(
+                        f"/resourceGroups/{name}", "read resource group", 404,
+                        "ResourceGroupNotFound",
+                        f"resource group {name} is in none of the scanned subscriptions "
+                        f"({where}): check the name" + (
+                            f"; the operator could not read it in {'; '.join(refused)}"
+                            if refused else "")))
+                self.progress(ScanEvent("gap", name))
 
     # -- principals
 
@@ -409,12 +495,54 @@ class Scanner:
                                   usages)
 
 
+def vault_write_access(vault: VaultRecord, operator: str | None,
+                       assignments: list[RoleAssignmentRecord],
+                       definitions: dict[str, RoleDataActions] | None
+                       ) -> tuple[bool | None, str]:
+    """Whether the operator may set secrets in the vault, and why: on an access-policy vault
+    its policy's secret permissions (`set`, in any case); on an RBAC vault a role assigned at
+    the vault or above whose data actions allow setSecret. Pure, so it is unit-tested."""
+    if operator is None:
+        return None, "the operator's object id is not known (its token does not say)"
+    if not vault.rbac:
+        policy = next((p for p in vault.access_policies
+                       if p.object_id.lower() == operator.lower()),
+                      None)
+        if policy is not None and "set" in {x.lower() for x in policy.secrets}:
+            return True, "the operator's access policy allows secret set"
+        return False, (f"no access policy of vault {vault.name} lets the operator set secrets "
+                       "(it needs the 'set' secret permission)")
+    if definitions is None:
+        return None, (f"vault {vault.name} uses Azure RBAC and its subscription's role "
+                      "definitions could not be read")
+    vault_id = vault.id.lower().rstrip("/")
+    for a in assignments:
+        scope = a.scope.lower().rstrip("/")
+        if vault_id != scope and not vault_id.startswith(scope + "/"):
+            continue
+        role = definitions.get(a.role_definition_id.lower())
+        if role is None:
+            continue
+        if any(fnmatch.fnmatchcase(SET_SECRET_ACTION.lower(), d.lower())
+               for d in role.data_actions) and not any(
+                fnmatch.fnmatchcase(SET_SECRET_ACTION.lower(), n.lower())
+                for n in role.not_data_actions):
+            return True, f"a role assigned at {a.scope} allows {SET_SECRET_ACTION}"
+    return False, (f"vault {vault.name} uses Azure RBAC and no role of the operator at it or "
+                   f"above allows {SET_SECRET_ACTION} (e.g. Key Vault Secrets Officer)")
+
+
 def match_credential(finding: SecretFinding, principal: PrincipalRecord | None,
                      now: datetime | None = None) -> CredentialMatch:
     """Entra shows each password credential's first three characters (`hint`): the app's secret
     is the credential with the same hint that is still valid. Pure, so it is unit-tested."""
     if principal is None:
         return CredentialMatch("no-match", None, (), "the principal was not found in Graph")
+    if Note.MALFORMED_REFERENCE.value in finding.note.split("; "):
+        return CredentialMatch("not-checked", None, (),
+                               "the setting holds a platform reference App Service cannot "
+                               "parse, so the app signs in with no secret from it; fix or "
+                               "remove the reference first")
     now = now or datetime.now(timezone.utc)
     creds = principal.password_credentials
     valid = [c for c in creds if not _expired(c, now)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Protocol, TypeVar
+from urllib.parse import quote
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
@@ -16,6 +17,7 @@ from migrator.cloud.factory import ClientFactory
 from migrator.cloud.records import IdentityRecord, SettingsRecord, SiteRecord, SubscriptionRecord
 
 T = TypeVar("T")
+RESOURCES_API_VERSION = "2021-04-01"
 
 
 def call_error(what: str, exc: HttpResponseError) -> AzureCallError:
@@ -28,15 +30,21 @@ def call_error(what: str, exc: HttpResponseError) -> AzureCallError:
 
 def sign_in_reason(exc: ClientAuthenticationError) -> str:
     """The one line of azure-identity's (often multi-line) message that says why: Entra's
-    AADSTS error if there is one, else the first credential that tried and failed."""
-    lines = [line.strip() for line in str(exc.message or exc).splitlines() if line.strip()]
+    AADSTS error if there is one; that no credential was found at all; else, in a credential
+    chain's list, the credential that tried and failed (the chain stops there: the last)."""
+    from migrator.cloud.factory import NO_CREDENTIAL, NoCredentialFound, chain_attempts
+
+    if isinstance(exc, NoCredentialFound):
+        return NO_CREDENTIAL
+    text = str(exc.message or exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in lines:
         if "AADSTS" in line:
             return line.split(" Trace ID:")[0]
-    tried = [line for line in lines if ":" in line and "unavailable" not in line.lower()
-             and not line.lower().startswith(("attempted credentials", "to mitigate"))]
-    return (tried[1] if len(tried) > 1 else (lines[0] if lines else "no credential could "
-                                              "sign in"))[:300]
+    attempts = chain_attempts(text)
+    if attempts:
+        return attempts[-1][:300]
+    return (lines[0] if lines else "no credential could sign in")[:300]
 
 
 def arm_call(what: str, call: Callable[[], T]) -> T:
@@ -175,6 +183,32 @@ class WebAdapter:
             sticky_app_settings=sticky[0],
             sticky_connection_strings=sticky[1],
         )
+
+    def resource_group_exists(self, subscription_id: str, name: str) -> bool:
+        """Whether a resource group exists in a subscription: `GET .../resourcegroups/{name}`
+        (Microsoft.Resources, api-version 2021-04-01) answers 404 `ResourceGroupNotFound` when
+        it does not. Sent through the Web client's pipeline (sign-in, retries, pacing): the
+        project has no other use for azure-mgmt-resource."""
+        from azure.core.rest import HttpRequest
+        from azure.mgmt.core.exceptions import ARMErrorFormat
+
+        what = f"read resource group {name} in subscription {subscription_id}"
+        web = self.factory.web(subscription_id)
+        request = HttpRequest("GET", f"/subscriptions/{quote(subscription_id, safe='')}"
+                                     f"/resourcegroups/{quote(name, safe='')}",
+                              params={"api-version": RESOURCES_API_VERSION})
+
+        def read() -> bool:
+            response = web.send_request(request)
+            if response.status_code == 200:
+                return True
+            error = HttpResponseError(response=response, error_format=ARMErrorFormat)
+            if response.status_code == 404 and getattr(error.error, "code", None) in (
+                    "ResourceGroupNotFound", None):
+                return False
+            raise error
+
+        return arm_call(what, read)
 
     def site_list(self, subscription_id: str) -> list[SiteRecord]:
         """Production sites only (no slots): one paged list call."""

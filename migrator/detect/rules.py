@@ -89,6 +89,9 @@ class Note(str, enum.Enum):
                    "pasted instead of its value (Entra no longer issues secrets like this)")
     PLATFORM_REFERENCE = ("a platform reference other than Key Vault: the secret is held "
                           "elsewhere (e.g. App Configuration)")
+    MALFORMED_REFERENCE = ("a platform reference App Service cannot parse (Key Vault status "
+                           "InvalidSyntax): the app receives the reference text itself, not a "
+                           "secret. Fix the reference before migrating")
     ENTRA_SECRET_FORMAT = "recognised by Entra's client-secret format, not by its name"
     CONTENT_SHARE = ("Azure Files content share: the platform still needs the account key "
                      "here, it cannot go passwordless")
@@ -320,9 +323,12 @@ class _Position:
             where = "/".join((vault.vault.lower(), vault.secret.lower(), vault.version or ""))
             return _finding(setting, self.rule, kind, pairing, fingerprint_of=f"kv:{where}",
                             salt=salt, key_vault=vault, notes=notes)
-        if values.is_platform_reference(value):
+        if values.platform_service(value) not in (None, "keyvault"):
             return _finding(setting, self.rule, self.kind, pairing, fingerprint_of=value,
                             salt=salt, notes=(*notes, Note.PLATFORM_REFERENCE))
+        if values.looks_like_platform_reference(value):
+            return _finding(setting, self.rule, self.kind, pairing, fingerprint_of=value,
+                            salt=salt, notes=(*notes, Note.MALFORMED_REFERENCE))
         if self.entra and values.guid(value):
             notes = (*notes, Note.GUID_SECRET)
         return _finding(setting, self.rule, self.kind, pairing, fingerprint_of=value, salt=salt,

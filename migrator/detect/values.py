@@ -23,6 +23,10 @@ _DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", 
 # @Microsoft.AppConfiguration(...). The setting holds where the value is, not the value.
 _PLATFORM_REFERENCE = re.compile(r"@Microsoft\.(?P<service>[A-Za-z]+)\((?P<body>.*)\)",
                                  re.IGNORECASE | re.DOTALL)
+# What App Service takes for a reference however it continues: a value that starts like one is
+# never a secret the app can use, because the platform hands it over as written when it cannot
+# resolve it (Key Vault status InvalidSyntax, AZURE-FACTS.md).
+_PLATFORM_REFERENCE_START = re.compile(r"@Microsoft\.[A-Za-z]+\(", re.IGNORECASE)
 _SECRET_URI = re.compile(
     r"https://(?P<vault>[a-z0-9-]+)\.vault\.[a-z0-9.-]+(?::\d+)?"
     r"/secrets/(?P<secret>[a-z0-9-]+)(?:/(?P<version>[a-z0-9]*))?/?",
@@ -66,6 +70,17 @@ def tenant_from_authority(url: str) -> str | None:
 def is_platform_reference(value: str) -> bool:
     """True for `@Microsoft.<Service>(...)`: App Service resolves it, the setting holds none."""
     return _PLATFORM_REFERENCE.fullmatch(value.strip()) is not None
+
+
+def platform_service(value: str) -> str | None:
+    """The service (lower case) a well-formed `@Microsoft.<Service>(...)` names, else None."""
+    reference = _PLATFORM_REFERENCE.fullmatch(value.strip())
+    return reference["service"].lower() if reference else None
+
+
+def looks_like_platform_reference(value: str) -> bool:
+    """True for a value that starts `@Microsoft.<Service>(`, well-formed or not."""
+    return _PLATFORM_REFERENCE_START.match(value.strip()) is not None
 
 
 def key_vault_reference(value: str) -> KeyVaultRef | None:

@@ -371,7 +371,8 @@ class Arm:
             "properties": {
                 "tenantId": self.t.id, "sku": {"family": "A", "name": "standard"},
                 "accessPolicies": [self.policy_json(p) for p in kv.access_policies],
-                "vaultUri": kv.uri, "enableRbacAuthorization": kv.rbac,
+                "vaultUri": self.ctx.vault_urls.get(kv.name.lower(), kv.uri),
+                "enableRbacAuthorization": kv.rbac,
                 "enableSoftDelete": True, "provisioningState": "Succeeded",
             },
         }
@@ -399,6 +400,23 @@ class Arm:
                  and (rg is None or kv.resource_group.lower() == rg.lower())
                  and self.t.can(call.caller.object_id, "Microsoft.KeyVault/vaults/read", kv.id)]
         return self.page(call, [self.vault_json(kv) for kv in sorted(found, key=lambda k: k.id)])
+
+    async def get_resource_group(self, call: Call) -> Response:
+        """`GET /subscriptions/{id}/resourcegroups/{name}` (Microsoft.Resources 2021-04-01):
+        authorized at the group's scope first, so a caller who may read the subscription
+        learns `ResourceGroupNotFound` (404) and one who may not gets 403, as in ARM."""
+        scope = call.request.url.path.rstrip("/")
+        self.authorize(call, "Microsoft.Resources/subscriptions/resourceGroups/read", scope)
+        sid, rg = self.resource_group(call)
+        located = [x.location for x in self.t.sites.values()
+                   if x.subscription_id == sid and x.resource_group.lower() == rg.lower()]
+        located += [x.location for x in self.t.vaults.values()
+                    if x.subscription_id == sid and x.resource_group.lower() == rg.lower()]
+        return _json({
+            "id": f"/subscriptions/{sid}/resourceGroups/{rg}", "name": rg,
+            "type": "Microsoft.Resources/resourceGroups",
+            "location": located[0] if located else "westeurope",
+            "properties": {"provisioningState": "Succeeded"}})
 
     async def get_vault(self, call: Call) -> Response:
         return _json(self.vault_json(self.vault(call, "Microsoft.KeyVault/vaults/read")))
@@ -676,6 +694,7 @@ def _table(arm: Arm) -> list[tuple[str, re.Pattern[str], Handler]]:
         ("GET", r"/subscriptions", arm.list_subscriptions),
         ("GET", SUB, arm.get_subscription),
         ("GET", SUB + r"/resources", arm.list_resources),
+        ("GET", RG, arm.get_resource_group),
         ("GET", SUB + r"/providers/Microsoft\.Web/sites", arm.list_sites),
         ("GET", RG + r"/providers/Microsoft\.Web/sites", arm.list_sites),
         ("GET", SITE, arm.get_site),

@@ -124,6 +124,33 @@ def test_resource_group_filter(sim: Sim) -> None:
     assert {a.site.display for a in inventory.apps} == {"shared-worker", "legacy-job"}
 
 
+def test_a_resource_group_in_no_subscription_is_a_gap(sim: Sim) -> None:
+    # A typo in -g must not read as "Complete, no finding": ARM's 404 ResourceGroupNotFound
+    # for every scanned subscription makes the scan incomplete, with the name to check.
+    inventory = Scanner(sim.factory()).run(ScanScope(resource_groups=("rg-dve",)))
+    assert inventory.apps == ()
+    assert not inventory.complete
+    [gap] = inventory.gaps
+    assert (gap.status, gap.code) == (404, "ResourceGroupNotFound")
+    assert "rg-dve" in gap.message and "check the name" in gap.message
+
+
+def test_an_existing_resource_group_without_sites_is_no_gap(sim: Sim) -> None:
+    # rg-network holds no site: looked up, found, and the scan is complete and empty.
+    inventory = Scanner(sim.factory()).run(ScanScope(resource_groups=("RG-Network",)))
+    assert inventory.apps == ()
+    assert inventory.complete, inventory.gaps
+
+
+def test_cli_scan_of_a_mistyped_resource_group_exits_1(sim: Sim,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in sim.endpoints.environment().items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["scan", "-g", "rg-dve"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert "Incomplete" in result.output and "rg-dve" in result.output
+
+
 def _all_secrets(sim: Sim) -> list[str]:
     return [p.secret for a in sim.tenant.applications.values() for p in a.passwords]
 

@@ -188,6 +188,15 @@ CASES = [
         Want("AZURE_CLIENT_SECRET", CLIENT, Rule.AZURE_IDENTITY_ENV,
              note_has="platform reference"),),
         id="app-configuration-reference-no-hint"),
+    # A reference App Service cannot parse reaches the app as its own text (status InvalidSyntax):
+    # neither a vault pointer nor a secret, so no hint of it, and a note that says so.
+    *(pytest.param(Site({"AZURE_CLIENT_SECRET": value, "AZURE_CLIENT_ID": APP}), (
+        Want("AZURE_CLIENT_SECRET", CLIENT, Rule.AZURE_IDENTITY_ENV,
+             client_id_setting="AZURE_CLIENT_ID", client_id=APP,
+             note_has="cannot parse (Key Vault status InvalidSyntax)"),), id=f"malformed-kv-{i}")
+      for i, value in enumerate(("@MICROSOFT.KEYVAULT(", "@Microsoft.KeyVault(SecretUri=garbage)",
+                                 "@Microsoft.KeyVault(VaultName=kv-apps)",
+                                 "  @Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/"))),
     # --- Microsoft.Identity.Web: inbound ----------------------------------------------------
     row(trio("AzureAd", "__", Rule.IDENTITY_WEB, INBOUND, names=MIW,
              note_has="federated credential"), "identity-web-sections"),

@@ -3,12 +3,14 @@ client-side ARM pacer that keeps a scan inside the token buckets."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import pytest
 
 from migrator.cloud.pacing import Bucket, Pacer, request_kind
 from migrator.cloud.records import PasswordCredentialRecord, PrincipalRecord
+from migrator.detect import Note
 from migrator.detect.findings import FindingKind, KeyVaultRef, SecretFinding, SettingRef
 from migrator.scan import match_credential
 
@@ -54,6 +56,15 @@ def test_vault_held_secret_matches_only_by_elimination() -> None:
     two = match_credential(finding(None, vault=True),
                            principal(cred("k1", "abc"), cred("k2", "def")), NOW)
     assert (two.status, two.key_id, set(two.candidates)) == ("not-checked", None, {"k1", "k2"})
+
+
+def test_a_malformed_reference_matches_no_credential() -> None:
+    """Its text is all the app gets (InvalidSyntax), so even a principal's only credential is
+    not the one the app uses: no revoke may be planned from it."""
+    broken = dataclasses.replace(finding(None), note=Note.MALFORMED_REFERENCE.value)
+    match = match_credential(broken, principal(cred("k1", "abc")), NOW)
+    assert (match.status, match.key_id, match.candidates) == ("not-checked", None, ())
+    assert "cannot parse" in match.reason
 
 
 def test_unknown_principal() -> None:
