@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from typing_extensions import assert_never
 
 from migrator import __version__
 from migrator.cloud.errors import CloudError
 from migrator.sim.estate import EstateError
+from migrator.untrusted import markup, visible
 
 if TYPE_CHECKING:
     from migrator.execute.engine import AppOutcome, Engine, EngineEvent
@@ -42,12 +42,12 @@ sim_app = typer.Typer(help="The simulated Azure cloud the demo and the tests run
 app.add_typer(sim_app, name="sim")
 # Line-oriented output: one message is one line, whatever the width at import time (the
 # terminal wraps it; a log or a grep sees it whole). Tables get a console made per run.
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
+out = Console(soft_wrap=True, emoji=False)
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {markup(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -73,7 +73,8 @@ def sim_serve(
     jitter_ms: Annotated[float, typer.Option(help="Random extra latency up to this, ms.")] = 0.0,
     fault: Annotated[list[str] | None, typer.Option(
         help="Inject faults: SERVICE:KIND=RATE, e.g. arm:429=0.05, graph:503=0.01, "
-             "arm:drop=0.01 (SERVICE arm|graph|entra|msi; KIND 429|500|503|drop).")] = None,
+             "arm:drop=0.01 (SERVICE arm|graph|entra|msi|keyvault; KIND "
+             "429|500|503|drop).")] = None,
     replication_delay: Annotated[float, typer.Option(
         help="Seconds a new managed identity stays unknown to RBAC and Graph.")] = 0.0,
 ) -> None:
@@ -96,7 +97,7 @@ def sim_serve(
         from migrator.sim.server import SimEndpoints
 
         assert isinstance(endpoints, SimEndpoints)
-        print(f"# migrator.sim serving {estate} at {endpoints.base_url}")
+        print(f"# migrator.sim serving {visible(str(estate))} at {endpoints.base_url}")
         for name, value in endpoints.environment().items():
             print(f"export {name}={shlex.quote(value)}")
         print("# Ctrl-C stops it.", flush=True)
@@ -151,7 +152,7 @@ def scan(
     if output is OutputFormat.json:
         sys.stdout.write(json_output.render_inventory(inventory))
     elif output is OutputFormat.table:
-        terminal.render_inventory(inventory, Console())
+        terminal.render_inventory(inventory, Console(emoji=False))
     else:
         assert_never(output)
     raise typer.Exit(EXIT_OK if inventory.complete else EXIT_FAILED)
@@ -163,8 +164,9 @@ def _read_only_run(what: str) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        err.print(f"interrupted: {what} stopped before it finished; it only reads, so nothing "
-                  "changed in Azure and nothing was written: run it again", highlight=False)
+        err.print(f"interrupted: {markup(what)} stopped before it finished; it only reads, so "
+                  "nothing changed in Azure and nothing was written: run it again",
+                  highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -177,7 +179,7 @@ def _emit(text: str, output: Path | None, about: str = "") -> None:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
         fail(f"{output}: cannot write: {exc.strerror or exc}")
-    err.print(f"wrote {output}{about}", highlight=False)
+    err.print(f"wrote {markup(output)}{markup(about)}", highlight=False)
 
 
 def _default_plan_name() -> str:
@@ -237,7 +239,7 @@ def plan(
     except (CloudError, PlanFileError, JournalError) as exc:
         fail(str(exc))
     plan_terminal.render(made, out)
-    out.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+    out.print("wrote " + ", ".join(markup(p) for p in paths), highlight=False)
     complete = made.scan_complete and made.summary.blocked == 0
     raise typer.Exit(EXIT_OK if complete else EXIT_FAILED)
 
@@ -273,7 +275,8 @@ def report(
             plan_terminal.render(loaded, out)
             return
         buffer = io.StringIO()
-        plan_terminal.render(loaded, Console(file=buffer, width=120, color_system=None))
+        plan_terminal.render(loaded, Console(file=buffer, width=120, color_system=None,
+                                             emoji=False))
         text = buffer.getvalue()
     elif format is ReportFormat.markdown:
         text = plan_markdown.render(loaded)
@@ -345,7 +348,7 @@ def _interrupted(plan_file: Path, activity: tuple[str, str, str] | None) -> NoRe
                   else f"migrator rollback {plan_arg} --app {app_arg}")
         other = (f"migrator rollback {plan_arg} --app {app_arg}" if what == "apply"
                  else f"migrator status {plan_arg}")
-        err.print(escape(f"interrupted during {what} of {app_name}, at: {step}. The journal "
+        err.print(markup(f"interrupted during {what} of {app_name}, at: {step}. The journal "
                          f"holds every step up to here: run `{resume}` to finish it (the "
                          f"interrupted step is checked against Azure first), or `{other}`."),
                   highlight=False, soft_wrap=True)
@@ -361,7 +364,7 @@ def _events(console: Console) -> Callable[[EngineEvent], None]:
         if event.kind in ("step", "undo"):
             return
         text = f"{event.app} {event.text}" if event.kind == "stage" else event.text
-        console.print(f"{marks[event.kind]} {escape(text)}", highlight=False)
+        console.print(f"{marks[event.kind]} {markup(text)}", highlight=False)
     return show
 
 
@@ -370,10 +373,10 @@ def _outcomes(outcomes: list[AppOutcome], ok: tuple[str, ...] = ("done", "waitin
                "rolled-back": "yellow"}
     for o in outcomes:
         stages = ", ".join(o.stages_done) or "none"
-        out.print(f"[{colours[o.outcome]}]{o.outcome}[/] {escape(o.app)} (stages done: "
-                  f"{stages}){': ' + escape(o.message) if o.message else ''}", highlight=False)
+        out.print(f"[{colours[o.outcome]}]{o.outcome}[/] {markup(o.app)} (stages done: "
+                  f"{stages}){': ' + markup(o.message) if o.message else ''}", highlight=False)
         if o.script:
-            out.print(escape(o.script), highlight=False, soft_wrap=True)
+            out.print(markup(o.script), highlight=False, soft_wrap=True)
     return EXIT_OK if all(o.outcome in ok for o in outcomes) else EXIT_FAILED
 
 
@@ -428,7 +431,7 @@ def apply(
         else:
             out.print(f"[bold]{len(steps)} steps[/] will run:", highlight=False)
             for name, st, step in steps:
-                out.print(f"  {escape(name)} [dim]{st.value}[/] {escape(step.title)}",
+                out.print(f"  {markup(name)} [dim]{st.value}[/] {markup(step.title)}",
                           highlight=False)
             if not yes:
                 if not sys.stdin.isatty():
@@ -448,17 +451,18 @@ def status(
 
     with _engine(plan_file, cloud, lambda _: None, readonly=True) as engine:
         progress = engine.status()
-    table = Table(title=f"Plan {plan_file.name}", highlight=False)
+    table = Table(title=f"Plan {markup(plan_file.name)}", highlight=False)
     for column in ("app", "reached", "identity", "grant", "swap", "revoke", "next"):
         table.add_column(column)
     for p in progress:
         cells = {s.stage: s for s in p.stages}
-        table.add_row(escape(p.app), p.reached, *(
+        table.add_row(markup(p.app), p.reached, *(
             (f"{cells[st].state} {cells[st].at:%Y-%m-%d %H:%M}" if cells[st].at else
-             cells[st].state) + (f"\n{escape(cells[st].message)}" if cells[st].message else "")
+             cells[st].state) + (f"\n{markup(cells[st].message)}" if cells[st].message else "")
             if st in cells else "-" for st in ("identity", "grant", "swap", "revoke")),
-            escape(p.next))
-    Console().print(table)  # made per run: it reads the terminal's width (COLUMNS) when built
+            markup(p.next))
+    # made per run: it reads the terminal's width (COLUMNS) when built
+    Console(emoji=False).print(table)
 
 
 @app.command()
@@ -561,7 +565,7 @@ def demo(
     from migrator.report.plan_files import PlanFileError, write_plan_files
     from migrator.report.terminal import render_demo, render_demo_acts
 
-    console = Console()  # made per run: it reads the terminal's width (COLUMNS) when built
+    console = Console(emoji=False)  # made per run: it reads COLUMNS when built
     try:
         with console.status("starting the simulated tenant…") as status:
             result = run_demo(estate, plan_name="demo", progress=status.update)
@@ -571,7 +575,7 @@ def demo(
     render_demo(result, console)
     console.rule("The plan (dry run: nothing has changed)")
     plan_terminal.render(result.plan, console)
-    console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+    console.print("wrote " + ", ".join(markup(p) for p in paths), highlight=False)
     console.rule("Carrying out part of the plan")
     render_demo_acts(result, console)
 
@@ -581,7 +585,7 @@ def main() -> None:
     try:
         app()
     except (EstateError, CloudError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {markup(exc)}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         err.print("interrupted")

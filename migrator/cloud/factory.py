@@ -8,6 +8,7 @@ profile and nothing else.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import ssl
@@ -18,9 +19,16 @@ from typing import Any, TypeVar
 
 import httpx
 import requests
-from azure.core.credentials import TokenCredential
+from azure.core.credentials import (
+    AccessToken,
+    AccessTokenInfo,
+    TokenCredential,
+    TokenRequestOptions,
+)
+from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import DefaultAzureCredential
+from azure.keyvault.secrets import SecretClient
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.keyvault import KeyVaultManagementClient
 from azure.mgmt.msi import ManagedServiceIdentityClient
@@ -46,6 +54,65 @@ RETRY_TOTAL = 6
 RETRY_BACKOFF_MAX = 60
 
 
+NO_CREDENTIAL = (
+    "no Azure credential was found: sign in with `az login` (or `azd auth login`, "
+    "`Connect-AzAccount`), set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a "
+    "service principal, or run where a managed identity is assigned")
+
+
+class NoCredentialFound(ClientAuthenticationError):
+    """Every credential DefaultAzureCredential knows was unavailable: nothing tried to sign in.
+    Its message is one line that says how to provide a credential."""
+
+
+def chain_attempts(message: str) -> list[str]:
+    """The first line of each "Name: why" entry of a credential chain's error, in order.
+    A chain stops at the first credential that tried and failed, so that one is the last."""
+    if "Attempted credentials:" not in message:
+        return []
+    body = message.split("Attempted credentials:", 1)[1].split("\nTo mitigate this issue", 1)[0]
+    return [entry.strip().splitlines()[0] for entry in body.split("\n\t") if entry.strip()]
+
+
+class _DefaultCredential(DefaultAzureCredential):
+    """DefaultAzureCredential whose "nothing to sign in with" is one line saying so and how to
+    fix it, not a list of every credential ending with whichever came last."""
+
+    def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
+                  **kwargs: Any) -> AccessToken:
+        try:
+            return super().get_token(*scopes, claims=claims, tenant_id=tenant_id, **kwargs)
+        except ClientAuthenticationError as exc:
+            raise self._explained(exc) from None
+
+    def get_token_info(self, *scopes: str, options: TokenRequestOptions | None = None
+                       ) -> AccessTokenInfo:
+        try:
+            return super().get_token_info(*scopes, options=options)
+        except ClientAuthenticationError as exc:
+            raise self._explained(exc) from None
+
+    def _explained(self, exc: ClientAuthenticationError) -> ClientAuthenticationError:
+        """The chain lists one entry per credential it asked and stops at the first that tried
+        and failed: an entry for every credential (and no Entra error) means none had anything
+        to sign in with. (The chain's last credential, the broker, is taken as unavailable
+        then: without azure-identity-broker it always is.)"""
+        text = str(exc.message or exc)
+        attempts = chain_attempts(text)
+        if len(attempts) >= len(self.credentials) and "AADSTS" not in text:
+            return NoCredentialFound(message=NO_CREDENTIAL)
+        return exc
+
+
+def _quiet_identity_logging() -> None:
+    """azure-identity logs every failed chain as a multi-line WARNING (on stderr, through
+    logging's last-resort handler, when nothing is configured); the tool reports the cause in
+    one line itself. A level someone set on purpose (to debug sign-in) is kept."""
+    logger = logging.getLogger("azure.identity")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.ERROR)
+
+
 def make_credential(profile: CloudProfile, **kwargs: Any) -> TokenCredential:
     """azure-identity's DefaultAzureCredential, aimed at the profile's Entra authority."""
     options: dict[str, Any] = {"authority": profile.authority}
@@ -54,7 +121,8 @@ def make_credential(profile: CloudProfile, **kwargs: Any) -> TokenCredential:
     if profile.ca_bundle:
         options["connection_verify"] = profile.ca_bundle
     options.update(kwargs)
-    return DefaultAzureCredential(**options)
+    _quiet_identity_logging()
+    return _DefaultCredential(**options)
 
 
 class ClientFactory:
@@ -128,6 +196,17 @@ class ClientFactory:
         return self._cached(("msi", subscription_id.lower()), lambda:
                             ManagedServiceIdentityClient(self.credential, subscription_id,
                                                          **self._arm_options()))
+
+    def key_vault_secrets(self, vault_url: str) -> SecretClient:
+        """azure-keyvault-secrets' SecretClient for one vault (its ARM `vaultUri`): it signs in
+        by Key Vault's challenge, for the resource the vault names."""
+        url = vault_url.rstrip("/") + "/"
+        return self._cached(("key-vault-secrets", url.lower()), lambda: SecretClient(
+            url, self.credential,
+            verify_challenge_resource=self.profile.key_vault_verify_challenge_resource,
+            retry_total=RETRY_TOTAL, retry_backoff_max=RETRY_BACKOFF_MAX,
+            transport=RequestsTransport(session=self._session, session_owner=False,
+                                        connection_verify=self._verify)))
 
     def graph(self) -> GraphServiceClient:
         """The msgraph-sdk client; call it through `run_graph` from synchronous code."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from migrator.cloud.errors import CloudConfigError
 
@@ -38,6 +39,24 @@ class CloudProfile(BaseModel):
     # and {slot_path} ("" or "/slots/<slot>"); the health path is appended to it, e.g.
     # "https://127.0.0.1:8443/_sites/{site}{slot_path}".
     site_url: str | None = None
+    # azure-keyvault-secrets checks that a vault's challenge names a resource whose domain the
+    # vault's host is under (vault.azure.net and the like). A cloud whose vaults are reached by
+    # address (the simulator) turns the check off; Azure profiles keep it.
+    key_vault_verify_challenge_resource: bool = True
+
+    @field_validator("arm_endpoint", "graph_endpoint", "authority", "site_url")
+    @classmethod
+    def _https_only(cls, value: str | None) -> str | None:
+        """Every endpoint gets a bearer token (or, the authority, a client secret): Azure
+        serves them over TLS only, and azure-core and azure-identity refuse plain http deep
+        inside a call. Say so when the profile is read, naming the URL."""
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() != "https" or not parts.hostname:
+            raise ValueError(f"{_shown(value)} is not an https:// URL (endpoints receive "
+                             "bearer tokens, which are sent over TLS only)")
+        return value
 
     @property
     def arm_scope(self) -> str:
@@ -54,6 +73,16 @@ class CloudProfile(BaseModel):
     @property
     def graph_host(self) -> str:
         return self.graph_endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+
+
+def _shown(url: str) -> str:
+    """A URL fit for a message: without user:password@ (a secret, if anyone put one there),
+    on one line, at most 200 characters."""
+    text = " ".join(url.split())
+    parts = urlsplit(text)
+    if "@" in parts.netloc:
+        text = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 PUBLIC = CloudProfile(
@@ -105,7 +134,8 @@ def load_profile(name_or_path: str) -> CloudProfile:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "<top>"
-        raise CloudConfigError(f"{path}: {where}: {err['msg']}") from None
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise CloudConfigError(f"{path}: {where}: {message}") from None
 
 
 def write_profile(profile: CloudProfile, path: Path) -> None:

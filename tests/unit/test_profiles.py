@@ -65,3 +65,71 @@ def test_bad_profile_files_get_one_line(tmp_path: Path, content: str | None,
         load_profile(str(path))
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+_LOCAL = "https://127.0.0.1:9"  # nothing listens there: no test reaches a real cloud
+
+
+@pytest.mark.parametrize(("field", "plain"), [
+    ("arm_endpoint", "http://127.0.0.1:9"),
+    ("graph_endpoint", "http://127.0.0.1:9"),
+    ("authority", "http://127.0.0.1:9"),
+    ("site_url", "http://127.0.0.1:9/_sites/{site}{slot_path}"),
+    ("arm_endpoint", "HTTP://127.0.0.1:9"),
+    ("graph_endpoint", "127.0.0.1:9"),
+])
+def test_cli_refuses_a_profile_with_a_plain_http_endpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, plain: str) -> None:
+    """A profile endpoint that is not https is bad input (exit 2, one line naming the field
+    and the URL), found when the profile is read: before, the authority reached
+    DefaultAzureCredential's own check (a ValueError traceback, exit 1) and the other
+    endpoints an SDK's refusal to send a bearer token over plain http."""
+    from typer.testing import CliRunner
+
+    from migrator.cli import app
+
+    local = PUBLIC.model_copy(update={
+        "name": "plain", "arm_endpoint": _LOCAL, "graph_endpoint": _LOCAL, "authority": _LOCAL,
+        "disable_instance_discovery": True})
+    raw = local.model_dump() | {field: plain}
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(raw))
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("MIGRATOR_CLOUD_PROFILE", raising=False)
+
+    result = CliRunner().invoke(app, ["scan", "--cloud", str(path)], env={"COLUMNS": "300"})
+
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        repr(result.exception)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert field in lines[0]
+    assert plain in lines[0]
+    assert "https" in lines[0]
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_plain_http_endpoint_error_shows_no_user_info(tmp_path: Path) -> None:
+    """A URL with credentials in it (user:password@host) is named without them."""
+    raw = PUBLIC.model_dump() | {"graph_endpoint": "http://svc:hunter2-not-a-secret@proxy.test"}
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(CloudConfigError) as info:
+        load_profile(str(path))
+    message = str(info.value)
+    assert "graph_endpoint" in message
+    assert "proxy.test" in message
+    assert "hunter2" not in message
+    assert "svc:" not in message
+    assert "\n" not in message
+
+
+def test_https_profiles_still_load(tmp_path: Path) -> None:
+    for profile in (PUBLIC, CHINA, US_GOVERNMENT):
+        path = tmp_path / f"{profile.name}.json"
+        write_profile(profile, path)
+        assert load_profile(str(path)) == profile
