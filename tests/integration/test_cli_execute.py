@@ -4,6 +4,8 @@ exit codes, their refusals, and never a secret."""
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,28 +25,57 @@ def estate_path() -> Path:
     return FIXTURES / "execute_estate.yaml"
 
 
-@pytest.fixture
-def cli(sim: Sim, tmp_path: Path):  # type: ignore[no-untyped-def]
-    env = {**sim.endpoints.environment(), "COLUMNS": "200",
-           "MIGRATOR_STASH_KEY_FILE": str(tmp_path / "keys" / "stash.key")}
-    runner = CliRunner()
-    outputs: list[str] = []
+def tenant_secrets(sim: Sim) -> set[str]:
+    with sim.tenant.lock:
+        return {p.secret for a in sim.tenant.applications.values() for p in a.passwords}
 
-    def invoke(*args: str) -> Result:
-        result = runner.invoke(app, list(args), env=env)
-        outputs.append(result.output)
+
+def written_files(*directories: Path) -> list[Path]:
+    """The files the commands wrote: not the simulator's own (sim/), nor the encrypted stash."""
+    return [p for d in directories for p in sorted(d.rglob("*"))
+            if p.is_file() and not p.name.endswith(".stash")
+            and p.relative_to(d).parts[0] != "sim"]
+
+
+class Cli:
+    """`migrator` signed in to one simulator, keeping what every command printed."""
+
+    def __init__(self, sim: Sim, tmp_path: Path) -> None:
+        self.sim = sim
+        self.env = {**sim.endpoints.environment(), "COLUMNS": "200",
+                    "MIGRATOR_STASH_KEY_FILE": str(tmp_path / "keys" / "stash.key")}
+        self.outputs: list[str] = []
+        # Every secret the tenant holds before anything runs: a revoke deletes the one the run
+        # handles, and that one above all must never be printed.
+        self.secrets = tenant_secrets(sim)
+
+    def __call__(self, *args: str) -> Result:
+        result = CliRunner().invoke(app, list(args), env=self.env)
+        self.outputs.append(result.output)
         return result
 
+    def searched(self) -> set[str]:
+        """What the leak check looks for: the secrets held at the start, and those since."""
+        return self.secrets | tenant_secrets(self.sim)
+
+
+@pytest.fixture
+def cli(sim: Sim, tmp_path: Path) -> Iterator[Cli]:
+    invoke = Cli(sim, tmp_path)
     made = invoke("plan", "--name", "p", "--dir", str(tmp_path))
     assert made.exit_code == 0, made.output
     yield invoke
-    secrets = [p.secret for a in sim.tenant.applications.values() for p in a.passwords]
-    for text in outputs:
-        for secret in secrets:
-            assert secret not in text
+    texts = {f"output {i + 1}": text for i, text in enumerate(invoke.outputs)}
+    texts |= {p.name: p.read_text(encoding="utf-8", errors="replace")
+              for p in written_files(tmp_path, Path(os.environ["MIGRATOR_STATE_DIR"]))}
+    for secret in invoke.searched():
+        for name, text in texts.items():
+            leaked = secret in text or secret in "".join(text.split())  # wrapped lines too
+            assert not leaked, f"a secret (hint {secret[:3]}) is in {name}"
 
 
-def test_apply_shows_the_steps_then_asks_unless_yes(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_apply_shows_the_steps_then_asks_unless_yes(cli: Cli, sim: Sim, tmp_path: Path) -> None:
+    handled = sim.secret("solo-sp")
     plan = str(tmp_path / "p.json")
     refused = cli("apply", plan, "--app", "solo-api")
     assert refused.exit_code == 2 and "pass --yes" in refused.output
@@ -54,9 +85,12 @@ def test_apply_shows_the_steps_then_asks_unless_yes(cli, tmp_path: Path) -> None
     assert "done solo-api (stages done: identity, grant, swap, revoke)" in done.output
     again = cli("apply", plan, "--app", "solo-api", "--soak", "0", "--yes")
     assert again.exit_code == 0 and "Nothing to do" in again.output
+    # the revoke deleted the secret the run handled: the leak check still looks for it
+    covered = handled not in tenant_secrets(sim) and handled in cli.searched()
+    assert covered, "the revoked secret is not among those searched"  # no value printed
 
 
-def test_apply_stops_at_a_stage_and_waits_for_the_soak(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_apply_stops_at_a_stage_and_waits_for_the_soak(cli: Cli, tmp_path: Path) -> None:
     plan = str(tmp_path / "p.json")
     swap = cli("apply", plan, "--app", "solo-api", "--stage", "swap", "--yes")
     assert swap.exit_code == 0, swap.output
@@ -69,7 +103,7 @@ def test_apply_stops_at_a_stage_and_waits_for_the_soak(cli, tmp_path: Path) -> N
     assert "solo-api" in status.output and "apply --app solo-api --stage revoke" in status.output
 
 
-def test_rollback_and_its_refusals(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_rollback_and_its_refusals(cli: Cli, tmp_path: Path) -> None:
     plan = str(tmp_path / "p.json")
     assert cli("apply", plan, "--app", "solo-api", "--stage", "swap", "--yes").exit_code == 0
     unknown = cli("rollback", plan, "--app", "nope", "--yes")
@@ -80,7 +114,7 @@ def test_rollback_and_its_refusals(cli, tmp_path: Path) -> None:  # type: ignore
     assert undone.exit_code == 0 and "rolled-back solo-api" in undone.output
 
 
-def test_a_blocked_app_and_a_bad_plan_are_refused(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_blocked_app_and_a_bad_plan_are_refused(cli: Cli, tmp_path: Path) -> None:
     plan = tmp_path / "p.json"
     document = json.loads(plan.read_text())
     document["apps"][0]["stages"][0]["steps"][0]["title"] = "something else"

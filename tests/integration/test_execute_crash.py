@@ -19,9 +19,12 @@ solo-api, 6 of shared-a, 7 of shared-b, then shared-a's revoke, which waited for
 each `started` + `done`); the k = RECORDS + 1 cases (nothing killed) assert it, so a plan that
 changes shape fails there first. Kill points tried: k = 1..41 (41 = nothing killed), each in both
 variants: 82 cases. The ones in CLI_KILL_POINTS run `python -m migrator` as real subprocesses;
-the others run the same command line (migrator.cli.main) in a child forked from the test
-process, which has the CLI's modules imported already: the same code path and the same SIGKILL,
-without the ~2 s interpreter and SDK start-up per command.
+the others run the same command line (migrator.cli.main) in a child of a multiprocessing
+fork server that has the CLI's modules imported already: the same code path and the same
+SIGKILL, without the ~2 s interpreter and SDK start-up per command. The children are forked
+from that single-threaded server, never from the test process: that process runs the
+simulator's server thread, and a child forked while such a thread holds a lock inherits the
+lock held forever (a CI run saw a forked `apply` hang for its whole 120 s timeout).
 Measured on 2 cores with `-n auto`, this module alone: 78 cases in 150 s wall time on an
 otherwise idle machine (CLI cases 7-19 s each, forked cases 1.5-3.5 s each); 284 s while other
 work kept the load average near 4 (CLI cases 16-35 s).
@@ -39,7 +42,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +98,29 @@ class Finished:
     @property
     def output(self) -> str:
         return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+# One fork server per test process. It starts at the first forked command, importing what
+# this process has imported of the CLI's packages by then (a scan and a plan ran here), so that
+# its children start as fast as a fork of this process would.
+_FORK_SERVER = multiprocessing.get_context("forkserver")
+_PRELOAD_ROOTS = frozenset({
+    "migrator", "azure", "msgraph", "msgraph_core", "kiota_abstractions", "kiota_http",
+    "kiota_authentication_azure", "kiota_serialization_json", "kiota_serialization_text",
+    "kiota_serialization_form", "kiota_serialization_multipart", "msal", "httpx", "httpcore",
+    "requests", "urllib3", "rich", "typer", "click", "pydantic", "cryptography", "tenacity",
+    "structlog", "sqlite3", "ssl", "asyncio", "concurrent"})
+
+
+def _start_fork_server() -> None:
+    if getattr(_start_fork_server, "done", False):
+        return
+    preload = sorted(
+        name for name in list(sys.modules)
+        if name.split(".")[0] in _PRELOAD_ROOTS and not name.endswith("__main__")
+        and not name.startswith("migrator.sim"))
+    _FORK_SERVER.set_forkserver_preload([*preload, __name__])
+    _start_fork_server.done = True  # type: ignore[attr-defined]
 
 
 def _cli_in_forked_child(args: list[str], env: dict[str, str], stdout_path: str,
@@ -162,12 +187,10 @@ class Workspace:
     def _forked(self, args: list[str], env: dict[str, str]) -> Finished:
         out = self.dir / f"command-{self._commands}.stdout"
         err = self.dir / f"command-{self._commands}.stderr"
-        context = multiprocessing.get_context("fork")
-        child = context.Process(target=_cli_in_forked_child,
-                                args=(args, env, str(out), str(err)), daemon=True)
-        with warnings.catch_warnings():  # 3.12+: fork() of a process with threads
-            warnings.simplefilter("ignore", DeprecationWarning)
-            child.start()
+        _start_fork_server()
+        child = _FORK_SERVER.Process(target=_cli_in_forked_child,
+                                     args=(args, env, str(out), str(err)), daemon=True)
+        child.start()
         child.join(COMMAND_TIMEOUT)
         if child.exitcode is None:
             child.kill()

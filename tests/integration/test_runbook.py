@@ -70,6 +70,18 @@ class Jobs:
         }
         self.outputs: list[str] = []
         self.blobs = BlobStore.from_url(storage.blob_url, "msi-migrator", storage.credential())
+        # Every secret the tenant holds before any job runs: a revoke deletes the one the job
+        # handles, and that one above all must never be written or printed.
+        self.secrets = self.tenant_secrets()
+
+    def tenant_secrets(self) -> set[str]:
+        with self.sim.tenant.lock:
+            return {p.secret for a in self.sim.tenant.applications.values()
+                    for p in a.passwords}
+
+    def searched(self) -> set[str]:
+        """What the leak check looks for: the secrets held at the start, and those since."""
+        return self.secrets | self.tenant_secrets()
 
     def args(self, mode: str, *extra: str) -> list[str]:
         return [PYTHON, str(RUNBOOK), mode, "--blob-url", self.storage.blob_url,
@@ -110,7 +122,6 @@ class Jobs:
                                      self.storage.credential())
 
     def no_secret_anywhere(self) -> None:
-        secrets = [p.secret for a in self.sim.tenant.applications.values() for p in a.passwords]
         stored = [self.blobs.read_text(n) or "" for n in self.blobs.list("")
                   if not n.startswith("stash/")]
         journal = self.journal()
@@ -119,9 +130,10 @@ class Jobs:
                               default=str)
         finally:
             journal.close()
-        for secret in [*secrets, self.env["MIGRATOR_STASH_KEY"]]:
+        for secret in [*self.searched(), self.env["MIGRATOR_STASH_KEY"]]:
             for text in [*self.outputs, *stored, rows]:
-                assert secret not in text
+                leaked = secret in text or json.dumps(secret)[1:-1] in text
+                assert not leaked, f"a secret (hint {secret[:3]}) was written or printed"
 
 
 @pytest.fixture
@@ -155,6 +167,7 @@ def test_plan_mode_writes_the_plan_and_reports_once_a_day(jobs: Jobs) -> None:
 
 
 def test_advance_moves_approved_apps_one_stage_per_run(jobs: Jobs) -> None:
+    handled = jobs.sim.secret("solo-sp")
     assert jobs.run("plan").returncode == 0
     nothing = jobs.run("advance")
     assert nothing.returncode == 0 and "nothing approved" in nothing.stdout
@@ -170,6 +183,9 @@ def test_advance_moves_approved_apps_one_stage_per_run(jobs: Jobs) -> None:
     assert jobs.healthy("solo-api") and jobs.healthy("shared-a")
     solo = jobs.sim.tenant.app_by_app_id(jobs.sim.client_id("solo-sp"))
     assert solo is not None and solo.passwords == []
+    # the revoke deleted the secret the job handled: the leak check still looks for it
+    covered = handled not in jobs.tenant_secrets() and handled in jobs.searched()
+    assert covered, "the revoked secret is not among those searched"  # no value printed
     jobs.no_secret_anywhere()
 
 
@@ -187,6 +203,7 @@ def test_a_job_killed_halfway_resumes(jobs: Jobs) -> None:
         journal.close()
     assert states == [StepState.STARTED, StepState.DONE]  # resumed: verified, not redone
     assert jobs.healthy("solo-api")
+    jobs.no_secret_anywhere()
 
 
 def test_two_jobs_started_together_do_not_corrupt_the_state(jobs: Jobs) -> None:
