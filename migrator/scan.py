@@ -459,21 +459,26 @@ class Scanner:
                 if finding.outbound and finding.client_id:
                     uses.setdefault(finding.client_id.lower(), []).append((app, finding))
         records: dict[str, PrincipalRecord | None] = {}
+        unread: set[str] = set()  # app ids whose look-up failed: unknown, not "not found"
         for chunk, future in lookups:
             found_records = self._guarded("graph:/servicePrincipals", future.result)
+            if found_records is None:
+                unread.update(chunk)
             for app_id in chunk:
                 records[app_id] = (found_records or {}).get(app_id)
-        futures = {app_id: pool.submit(self._principal, app_id, found, records[app_id])
+        futures = {app_id: pool.submit(self._principal, app_id, found, records[app_id],
+                                       app_id in unread)
                    for app_id, found in uses.items()}
         out = [f.result() for f in futures.values()]
         return tuple(sorted(out, key=lambda p: (p.name.lower(), p.app_id)))
 
     def _principal(self, app_id: str, found: list[tuple[AppInventory, SecretFinding]],
-                   record: PrincipalRecord | None) -> PrincipalInventory:
+                   record: PrincipalRecord | None, unread: bool = False) -> PrincipalInventory:
         self.progress(ScanEvent("principal-done", record.display_name if record else app_id))
         usages = tuple(sorted(
             (Usage(app.site.display, app.site.id, f.secret.name, f.kind.value, f.secret.sticky,
-                   match_credential(f, record)) for app, f in found),
+                   UNREAD_PRINCIPAL if unread else match_credential(f, record))
+             for app, f in found),
             key=lambda u: (u.app, u.setting)))
         if record is None:
             return PrincipalInventory(app_id, None, (), (), (), usages)
@@ -530,6 +535,12 @@ def vault_write_access(vault: VaultRecord, operator: str | None,
             return True, f"a role assigned at {a.scope} allows {SET_SECRET_ACTION}"
     return False, (f"vault {vault.name} uses Azure RBAC and no role of the operator at it or "
                    f"above allows {SET_SECRET_ACTION} (e.g. Key Vault Secrets Officer)")
+
+
+# A principal whose Graph look-up failed (a gap): it may well exist, so never "not found".
+UNREAD_PRINCIPAL = CredentialMatch(
+    "not-checked", None, (),
+    "the principal could not be read from Graph (see the scan's gaps): scan again")
 
 
 def match_credential(finding: SecretFinding, principal: PrincipalRecord | None,

@@ -43,6 +43,7 @@ from msgraph_core import GraphClientFactory
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
+from migrator.cloud.graph_transport import ResendingTransport
 from migrator.cloud.pacing import Pacer, PacingPolicy
 from migrator.cloud.profiles import CloudProfile
 
@@ -226,8 +227,8 @@ class ClientFactory:
         )
         # TCP_NODELAY: without it every Graph request waited ~100 ms for Nagle's algorithm to
         # meet the server's delayed ACK (urllib3, under the ARM clients, sets it already).
-        transport = httpx.AsyncHTTPTransport(
-            verify=verify, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        transport = ResendingTransport(httpx.AsyncHTTPTransport(
+            verify=verify, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]))
         http = GraphClientFactory.create_with_default_middleware(
             client=httpx.AsyncClient(transport=transport, timeout=60.0)
         )

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_service_client import GraphServiceClient
@@ -102,6 +103,11 @@ class GraphAdapter:
             raise _graph_error(what, exc) from None
         except ClientAuthenticationError as exc:
             raise SignInError(f"{what}: sign-in failed: {sign_in_reason(exc)}") from None
+        except httpx.TransportError as exc:
+            # No answer, after the transport's own resends (graph_transport): transient.
+            detail = str(exc).splitlines()[0] if str(exc) else "no answer"
+            raise AzureCallError(what, None, type(exc).__name__,
+                                 f"the connection failed: {detail}") from None
 
     def warm(self) -> None:
         """Import the request builders and models a scan uses (msgraph-sdk imports them lazily,

@@ -70,7 +70,7 @@ from migrator.plan.model import (
     VerifyRights,
     verify_health_title,
 )
-from migrator.scan import AppInventory, Inventory, PrincipalInventory, Usage
+from migrator.scan import UNREAD_PRINCIPAL, AppInventory, Inventory, PrincipalInventory, Usage
 
 # Rules whose setting a documented mechanism reads, so a settings swap replaces the secret.
 AZURE_IDENTITY_ENV = "azure-identity-env"
@@ -251,6 +251,12 @@ class _Planner:
                 "its rights) is unknown")))
             return out
         principal = self.principals.get(f.client_id.lower())
+        unread = principal is not None and principal.principal is None and any(
+            u.match == UNREAD_PRINCIPAL for u in principal.used_by)
+        if unread:
+            out.append(Blocked(code=BlockedCode.RIGHTS_UNKNOWN, message=(
+                f"{f.secret.name}: client id {f.client_id}: {UNREAD_PRINCIPAL.reason}")))
+            return out
         if principal is None or principal.principal is None:
             out.append(Blocked(code=BlockedCode.PRINCIPAL_NOT_FOUND, message=(
                 f"{f.secret.name}: client id {f.client_id} has no service principal in this "
