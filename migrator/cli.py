@@ -201,7 +201,8 @@ def plan(
                        ] = Path("plans"),
     accept_gap: Annotated[list[str] | None, typer.Option(
         "--accept-gap", help="Plan apps although the scan could not read this scope (a "
-             "subscription id, or 'graph'): its rights there stay unknown; repeatable.")] = None,
+             "subscription name or id, 'graph', or part of a gap's scope): its rights there "
+             "stay unknown; repeatable. A value that matches no gap is refused.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing plan of that name.")
                          ] = False,
     cloud: CloudOption = "AzureCloud",
@@ -218,6 +219,7 @@ def plan(
     from migrator.execute.journal import JournalError
     from migrator.execute.workspace import journal_in_use
     from migrator.plan import PlanOptions, build_plan
+    from migrator.plan.planner import unmatched_accepts
     from migrator.report import plan_terminal
     from migrator.report.plan_files import PlanFileError, check_name, write_plan_files
     from migrator.scan import Scanner, ScanScope
@@ -229,6 +231,10 @@ def plan(
                 scan_progress(enabled=True) as progress:
             inventory = Scanner(factory, workers=workers, progress=progress).run(
                 ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
+        if unmatched := unmatched_accepts(inventory, accept_gap or ()):
+            gaps = ", ".join(g.scope for g in inventory.gaps) or "none"
+            fail(f"--accept-gap {', '.join(unmatched)}: matches no gap of this scan (its gaps: "
+                 f"{gaps}); give a subscription name or id, 'graph', or a part of a gap's scope")
         made = build_plan(inventory, PlanOptions(name=plan_name, tool_version=__version__,
                                                  accept_gaps=tuple(accept_gap or ())))
         in_use = journal_in_use(out_dir / f"{plan_name}.json", plan_name)

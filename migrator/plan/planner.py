@@ -106,6 +106,29 @@ def build_plan(inventory: Inventory, options: PlanOptions) -> Plan:
     return _Planner(inventory, options).plan()
 
 
+def _segments(path: str) -> list[str]:
+    return [p for p in path.lower().replace("graph:", "graph/").split("/") if p]
+
+
+def gap_accepted(scope: str, accept: str, inventory: Inventory) -> bool:
+    """Whether one `--accept-gap` value covers a gap's scope. `graph` covers Graph's gaps; a
+    subscription's name is read as its id; otherwise the value's path segments must appear in
+    the scope's whole and in order, so `rg-a` covers `.../resourceGroups/rg-a/...` but not
+    `rg-ab`, and a stray letter covers nothing."""
+    by_name = {s.name.lower(): s.id for s in inventory.subscriptions}
+    want = _segments(by_name.get(accept.strip().lower(), accept))
+    have = _segments(scope)
+    return bool(want) and any(have[i:i + len(want)] == want
+                              for i in range(len(have) - len(want) + 1))
+
+
+def unmatched_accepts(inventory: Inventory, accepts: Sequence[str]) -> list[str]:
+    """The `--accept-gap` values that cover no gap of the scan: a typo there must not read as
+    an accepted risk, so the caller refuses them."""
+    return [a for a in accepts
+            if not any(gap_accepted(g.scope, a, inventory) for g in inventory.gaps)]
+
+
 # --- helpers --------------------------------------------------------------------------------
 
 
@@ -189,7 +212,7 @@ class _Planner:
         return out
 
     def _accepted(self, scope: str) -> bool:
-        return any(a.lower() in scope.lower() for a in self.options.accept_gaps if a)
+        return any(gap_accepted(scope, a, self.inv) for a in self.options.accept_gaps if a)
 
     def _rights_gaps(self) -> list[Gap]:
         """Gaps that hide some principal's rights: a subscription's role assignments or

@@ -128,6 +128,21 @@ def test_each_blocked_reason(plan: Plan, name: str, code: BlockedCode, words: st
     assert app_plan.findings  # but what was found is reported
 
 
+def test_cli_refuses_an_accept_gap_that_matches_no_gap(sim: Sim, tmp_path: Path) -> None:
+    hidden = "00000000-dead-4bad-8000-000000000000"
+    env = {**sim.endpoints.environment(), "COLUMNS": "200"}
+    scope = ["plan", "--dir", str(tmp_path), "-s", "prod", "-s", hidden]
+    typo = CliRunner().invoke(app, [*scope, "--name", "typo", "--accept-gap", "00000000-deda"],
+                              env=env)
+    assert typo.exit_code == 2, typo.output
+    assert "matches no gap of this scan" in typo.output and hidden in typo.output
+    assert "Traceback" not in typo.output
+    assert list(tmp_path.iterdir()) == []  # nothing written for a refused plan
+    named = CliRunner().invoke(app, [*scope, "--name", "ok", "--accept-gap", hidden], env=env)
+    assert named.exit_code == 1, named.output  # written; the scan is still incomplete
+    assert (tmp_path / "ok.json").exists()
+
+
 def test_rights_unknown_when_the_scan_has_a_gap_unless_accepted(sim: Sim) -> None:
     hidden = "00000000-dead-4bad-8000-000000000000"
     inventory = Scanner(sim.factory(), workers=4).run(ScanScope(subscriptions=("prod", hidden)))
