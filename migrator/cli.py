@@ -52,11 +52,36 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
 
 
 @app.callback(invoke_without_command=True)
-def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False
-          ) -> None:
+def _root(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    log_file: Annotated[Path | None, typer.Option(
+        "--log-file", envvar="MIGRATOR_LOG_FILE", dir_okay=False,
+        help="Append JSON lines to this file: every Azure call (method, path, status, "
+             "request ids, duration, attempt) and every scan and executor decision; never a "
+             "secret or a setting's value. Give it before the command.")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Also write those events to stderr, and let azure-identity "
+             "log why sign-in failed.")] = False,
+) -> None:
     if version:
         out.print(f"msi-migrator {__version__}")
         raise typer.Exit(EXIT_OK)
+    if log_file is None and not verbose:
+        return
+    import logging
+
+    from migrator import calllog
+
+    if verbose:  # the factory keeps a level someone set: azure-identity's warnings show
+        logging.getLogger("azure.identity").setLevel(logging.WARNING)
+    try:
+        calllog.configure(log_file, verbose=verbose)
+    except calllog.CallLogError as exc:
+        fail(str(exc))
+    ctx.call_on_close(calllog.close)
+    calllog.event("run", command=ctx.invoked_subcommand, version=__version__,
+                  python=sys.version.split()[0])
 
 
 @sim_app.command("serve")

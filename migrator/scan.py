@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal, TypeVar
 
+from migrator import calllog
 from migrator.cloud.errors import AzureCallError, CloudError
 from migrator.cloud.factory import ClientFactory
 from migrator.cloud.graph import IN_FILTER_LIMIT, GraphAdapter
@@ -250,7 +251,12 @@ class Scanner:
         self.rights = RightsAdapter(factory)
         self.graph = GraphAdapter(factory)
         self.workers = workers
-        self.progress = progress
+        def logged(e: ScanEvent) -> None:
+            if e.kind in ("subscription", "sites-found"):
+                calllog.event("scan", kind=e.kind, subject=e.subject, count=e.count)
+            progress(e)
+
+        self.progress = logged
         self.salt = salt if salt is not None else secrets.token_bytes(16)
         self.settings_salt = secrets.token_bytes(16)
         self._state = _State()
@@ -372,6 +378,9 @@ class Scanner:
         apps = tuple(sorted(state.apps, key=lambda a: (a.site.subscription_id,
                                                        a.site.id.lower())))
         vault_access = self._vault_access(apps)
+        for gap in state.gaps:
+            calllog.event("gap", "warning", scope=gap.scope, operation=gap.operation,
+                          status=gap.status, code=gap.code, message=gap.message)
         return Inventory(
             tenant_id=self.factory.profile.tenant_id or next(
                 (s.tenant_id for s in subscriptions if s.tenant_id), None),

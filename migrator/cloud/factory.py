@@ -43,6 +43,7 @@ from msgraph_core import GraphClientFactory
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
+from migrator.calllog import CallLogPolicy
 from migrator.cloud.graph_transport import ResendingTransport
 from migrator.cloud.pacing import Pacer, PacingPolicy
 from migrator.cloud.profiles import CloudProfile
@@ -157,7 +158,7 @@ class ClientFactory:
             "credential_scopes": [self.profile.arm_scope],
             "retry_total": RETRY_TOTAL,
             "retry_backoff_max": RETRY_BACKOFF_MAX,
-            "per_retry_policies": [PacingPolicy(self.pacer)],
+            "per_retry_policies": [PacingPolicy(self.pacer), CallLogPolicy("arm")],
             "transport": RequestsTransport(
                 session=self._session, session_owner=False,
                 connection_verify=self._verify,
@@ -206,6 +207,7 @@ class ClientFactory:
             url, self.credential,
             verify_challenge_resource=self.profile.key_vault_verify_challenge_resource,
             retry_total=RETRY_TOTAL, retry_backoff_max=RETRY_BACKOFF_MAX,
+            per_retry_policies=[CallLogPolicy("keyvault")],
             transport=RequestsTransport(session=self._session, session_owner=False,
                                         connection_verify=self._verify)))
 

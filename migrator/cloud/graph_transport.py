@@ -15,6 +15,9 @@ with no status (transient), which a scan records as a gap and the executor retri
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import httpx
 from tenacity import (
     AsyncRetrying,
@@ -23,6 +26,8 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
+
+from migrator import calllog
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 ATTEMPTS = 4  # in all: the first and three more
@@ -58,8 +63,28 @@ class ResendingTransport(httpx.AsyncBaseTransport):
                 + wait_random(0, self.initial),
                 before_sleep=self._count, reraise=True):
             with attempt:
-                return await self.inner.handle_async_request(request)
+                return await self._attempt(request, attempt.retry_state.attempt_number)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, request: httpx.Request, number: int) -> httpx.Response:
+        """One attempt on the wire, logged (`calllog`). kiota's own retries of an answer
+        (429, 503) come through here again and carry its `Retry-Attempt` header."""
+        # Graph's support asks for the caller's client-request-id: send one with each request.
+        request.headers.setdefault("client-request-id", str(uuid.uuid4()))
+        started = time.monotonic()
+        retried = int(request.headers.get("Retry-Attempt", "0") or 0)
+        try:
+            response = await self.inner.handle_async_request(request)
+        except httpx.TransportError as exc:
+            calllog.http_attempt("graph", request.method, str(request.url), status=None,
+                                 started=started, attempt=retried + number, headers={},
+                                 request_headers=request.headers, error=type(exc).__name__)
+            raise
+        calllog.http_attempt("graph", request.method, str(request.url),
+                             status=response.status_code, started=started,
+                             attempt=retried + number, headers=response.headers,
+                             request_headers=request.headers)
+        return response
 
     def _count(self, _: object) -> None:
         self.resent += 1

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from migrator import calllog
 from migrator.cloud.changes import CloudChanges
 from migrator.cloud.errors import AzureCallError, CloudError, PrincipalNotReplicated
 from migrator.detect import ConnectionStringValue, SiteSettings, settings_fingerprint
@@ -131,7 +132,12 @@ class Engine:
         self.journal = journal
         self.stash = stash
         self.cloud = cloud
-        self.events = events
+
+        def logged(e: EngineEvent) -> None:
+            calllog.event("engine", plan=plan.name, kind=e.kind, app=e.app, text=e.text)
+            events(e)
+
+        self.events = logged
         self.now = now
         self.sleep = sleep
         self._apps = {a.name: a for a in plan.apps}
@@ -480,6 +486,9 @@ class Engine:
         done = tuple(s.value for s in STAGES if self._stage_done(app, s, last))
         for note in notes:
             self.events(EngineEvent("note", app.name, note))
+        calllog.event("outcome", "info" if outcome != "failed" else "warning",
+                      plan=self.plan.name, app=app.name, outcome=outcome, stages_done=done,
+                      message=message)
         return AppOutcome(app.name, outcome, done, message, script, tuple(notes))
 
     def _undo_stage(self, ctx: StepContext, stage: Stage, failures: list[str]) -> bool:

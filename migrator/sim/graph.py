@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from migrator.sim.context import SimContext, graph_error
+from migrator.sim.context import SimContext, graph_error, request_id
 from migrator.sim.state import (
     GRAPH_APP_ID,
     Application,
@@ -609,6 +609,15 @@ def grant_app_role(tenant: Tenant, resource: ServicePrincipal, body: Json) -> Ap
     return assignment
 
 
+def _with_request_ids(request: Request, response: Response) -> Response:
+    """Graph answers every request with its own `request-id` and echoes the caller's
+    `client-request-id` (or repeats the request id): what an operator hands to support."""
+    rid = response.headers.get("request-id") or request_id()
+    response.headers["request-id"] = rid
+    response.headers["client-request-id"] = request.headers.get("client-request-id", rid)
+    return response
+
+
 # --- routes ------------------------------------------------------------------------------------
 
 
@@ -628,9 +637,10 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
                 if handler is None:
                     raise SimError(405, "Request_BadRequest",
                                    "Specified HTTP method is not allowed for the request target.")
-                return await handler(request, caller)
+                response = await handler(request, caller)
             except SimError as err:
-                return graph_error(err)
+                response = graph_error(err)
+            return _with_request_ids(request, response)
         return dispatch
 
     # -- applications

@@ -125,3 +125,41 @@ def test_a_blocked_app_and_a_bad_plan_are_refused(cli: Cli, tmp_path: Path) -> N
     assert "Traceback" not in bad.output
     unknown = cli("apply", str(plan), "--app", "ghost", "--yes")
     assert unknown.exit_code == 2 and "unknown app 'ghost'" in unknown.output
+
+
+def test_log_file_has_every_call_and_decision_and_no_secret(cli: Cli, tmp_path: Path) -> None:
+    # Issue 11 item 18: what an operator hands to Azure support. The fixture's teardown
+    # searches this file, like every file the commands wrote, for every secret of the tenant.
+    log = tmp_path / "calls.jsonl"
+    plan = str(tmp_path / "p.json")
+    applied = cli("--log-file", str(log), "apply", plan, "--app", "solo-api", "--soak", "0",
+                  "--yes")
+    assert applied.exit_code == 0, applied.output
+    undone = cli("--log-file", str(log), "rollback", plan, "--app", "solo-api", "--yes")
+    assert undone.exit_code == 0, undone.output
+    assert log.stat().st_mode & 0o077 == 0  # the operator's alone
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["command"] for e in lines if e["event"] == "run"] == ["apply", "rollback"]
+    calls = [e for e in lines if e["event"] == "azure-call"]
+    assert {e["service"] for e in calls} >= {"arm", "graph"}
+    for call in calls:
+        assert call["method"] in {"GET", "PUT", "PATCH", "POST", "DELETE", "HEAD"}
+        assert call["path"].startswith("/") and "?" not in call["path"]  # never a query
+        assert isinstance(call["duration_ms"], float) and call["attempt"] >= 1
+        if call["status"] is not None:
+            assert call["request_id"], call  # what support looks a call up by
+        assert call["client_request_id"], call
+    revoke = [c for c in calls if c["service"] == "graph" and c["method"] == "POST"
+              and c["path"].endswith("/removePassword")]
+    assert revoke and revoke[0]["status"] in (200, 204)
+    engine = [(e["kind"], e["app"]) for e in lines if e["event"] == "engine"]
+    assert ("step-done", "solo-api") in engine and ("undone", "solo-api") in engine
+    assert [(e["app"], e["outcome"]) for e in lines if e["event"] == "outcome"] == [
+        ("solo-api", "done"), ("solo-api", "rolled-back")]
+
+
+def test_an_unwritable_log_file_is_one_line_exit_2(cli: Cli, tmp_path: Path) -> None:
+    refused = cli("--log-file", str(tmp_path / "no-such-dir" / "calls.jsonl"), "status",
+                  str(tmp_path / "p.json"))
+    assert refused.exit_code == 2, refused.output
+    assert "cannot open the log file" in refused.output and "Traceback" not in refused.output
