@@ -643,3 +643,22 @@ def test_expand_app_role_assignments_on_a_filtered_list(sim: Sim) -> None:
     unknown = sim.raw("GET", "/v1.0/servicePrincipals", token=token,
                       params={"$expand": "owners"})
     assert unknown.status_code == 400
+
+
+def test_every_answer_carries_request_ids_as_graph_does(sim: Sim) -> None:
+    # Graph answers each request with a request-id and the caller's client-request-id (what
+    # Microsoft support asks for; Dev Proxy's GraphClientRequestIdGuidancePlugin urges callers
+    # to send one). The call log records both.
+    op = operator(sim)
+    token = sim.graph_token(op)
+    sent = str(uuid.uuid4())
+    with httpx.Client(verify=str(sim.ep.ca_bundle), timeout=30) as client:
+        ok = client.get(f"{sim.ep.base_url}/v1.0/applications", headers={
+            "Authorization": f"Bearer {token}", "client-request-id": sent})
+        missing = client.get(f"{sim.ep.base_url}/v1.0/applications/{uuid.uuid4()}",
+                             headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200 and ok.headers["client-request-id"] == sent
+    assert uuid.UUID(ok.headers["request-id"])
+    assert missing.status_code == 404
+    assert missing.headers["request-id"] == missing.json()["error"]["innerError"]["request-id"]
+    assert missing.headers["client-request-id"]
