@@ -10,6 +10,7 @@ read becomes a `Gap` in the inventory: a scan with gaps is incomplete and says s
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import secrets
@@ -40,7 +41,13 @@ from migrator.cloud.rights import RightsAdapter
 from migrator.cloud.web import WebAdapter
 from migrator.cloud.whoami import signed_in
 from migrator.detect import Note, detect, settings_fingerprint
-from migrator.detect.findings import ConnectionStringValue, SecretFinding, SiteSettings
+from migrator.detect.findings import (
+    ConnectionStringValue,
+    SecretFinding,
+    SettingRef,
+    SiteSettings,
+)
+from migrator.detect.values import guid
 from migrator.scheduling import FairPool
 
 T = TypeVar("T")
@@ -229,8 +236,32 @@ class _GraphLookups:
             return list(self._sent)
 
 
+@dataclass(frozen=True)
+class _ValueOnly:
+    """A secret no client id setting pairs with, and the app's settings that hold GUIDs: one
+    of them may be its application id (issue: RELAY_TOKEN beside RELAY_APP)."""
+
+    site_id: str
+    finding: SecretFinding
+    candidates: tuple[tuple[SettingRef, str], ...]  # (setting, lower-case GUID)
+
+
+def _guid_settings(settings: SiteSettings) -> list[tuple[SettingRef, str]]:
+    """Every setting of an app whose whole value is a GUID."""
+    out = [(SettingRef(n, "app_setting", n in settings.sticky_app_settings), g)
+           for n, v in settings.app_settings.items() if (g := guid(v))]
+    out += [(SettingRef(n, "connection_string", n in settings.sticky_connection_strings), g)
+            for n, c in settings.connection_strings.items() if (g := guid(c.value))]
+    return out
+
+
+def _with_note(finding: SecretFinding, note: Note) -> str:
+    return "; ".join(part for part in (finding.note, note.value) if part)
+
+
 @dataclass
 class _State:
+    value_only: list[_ValueOnly] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     apps: list[AppInventory] = field(default_factory=list)
     assignments: dict[str, list[RoleAssignmentRecord]] = field(default_factory=dict)
@@ -326,11 +357,20 @@ class Scanner:
         )
         findings = detect(site_settings, salt=self.salt)
         stamp = settings_fingerprint(site_settings, self.settings_salt)
+        guids = _guid_settings(site_settings)
+        value_only = [
+            _ValueOnly(site.id, f, tuple(
+                (ref, g) for ref, g in guids
+                if (ref.name, ref.source) != (f.secret.name, f.secret.source)))
+            for f in findings if f.outbound and not f.client_id and f.hint]
+        value_only = [v for v in value_only if v.candidates]
         with self._state.lock:
             self._state.apps.append(AppInventory(site, tuple(findings), stamp))
+            self._state.value_only += value_only
         if self._lookups is not None:
-            self._lookups.add(f.client_id.lower() for f in findings
-                              if f.outbound and f.client_id)
+            self._lookups.add([f.client_id.lower() for f in findings
+                               if f.outbound and f.client_id]
+                              + [g for v in value_only for _, g in v.candidates])
 
     def _scan_subscription(self, sub: SubscriptionRecord, scope: ScanScope,
                            pool: FairPool) -> None:
@@ -462,11 +502,6 @@ class Scanner:
     def _principals(self, pool: ThreadPoolExecutor,
                     lookups: list[tuple[list[str], Future[dict[str, PrincipalRecord]]]]
                     ) -> tuple[PrincipalInventory, ...]:
-        uses: dict[str, list[tuple[AppInventory, SecretFinding]]] = {}
-        for app in self._state.apps:
-            for finding in app.findings:
-                if finding.outbound and finding.client_id:
-                    uses.setdefault(finding.client_id.lower(), []).append((app, finding))
         records: dict[str, PrincipalRecord | None] = {}
         unread: set[str] = set()  # app ids whose look-up failed: unknown, not "not found"
         for chunk, future in lookups:
@@ -475,11 +510,43 @@ class Scanner:
                 unread.update(chunk)
             for app_id in chunk:
                 records[app_id] = (found_records or {}).get(app_id)
+        self._pair_by_value(records)
+        uses: dict[str, list[tuple[AppInventory, SecretFinding]]] = {}
+        for app in self._state.apps:
+            for finding in app.findings:
+                if finding.outbound and finding.client_id:
+                    uses.setdefault(finding.client_id.lower(), []).append((app, finding))
         futures = {app_id: pool.submit(self._principal, app_id, found, records[app_id],
                                        app_id in unread)
                    for app_id, found in uses.items()}
         out = [f.result() for f in futures.values()]
         return tuple(sorted(out, key=lambda p: (p.name.lower(), p.app_id)))
+
+    def _pair_by_value(self, records: dict[str, PrincipalRecord | None]) -> None:
+        """A secret no setting name pairs with gets the application id another setting of its
+        app holds, when exactly one such id has a valid credential with the secret's hint;
+        its note says it was paired so (or why it was not). Such an app is then known to use
+        that credential, so no other app's revoke removes it from under it."""
+        state = self._state
+        replaced: dict[tuple[str, SecretFinding], SecretFinding] = {}
+        for item in state.value_only:
+            hits = [(ref, g) for ref, g in item.candidates
+                    if (record := records.get(g)) is not None
+                    and match_credential(item.finding, record).status == "matched"]
+            if len(hits) == 1:
+                ref, app_id = hits[0]
+                replaced[(item.site_id, item.finding)] = dataclasses.replace(
+                    item.finding, client_id=app_id, client_id_setting=ref,
+                    note=_with_note(item.finding, Note.PAIRED_BY_VALUE))
+            elif len({g for _, g in hits}) > 1:
+                replaced[(item.site_id, item.finding)] = dataclasses.replace(
+                    item.finding, note=_with_note(item.finding, Note.PAIRED_AMBIGUOUS))
+        if replaced:
+            with state.lock:
+                state.apps = [dataclasses.replace(a, findings=tuple(
+                    replaced.get((a.site.id, f), f) for f in a.findings))
+                    if any((a.site.id, f) in replaced for f in a.findings) else a
+                    for a in state.apps]
 
     def _principal(self, app_id: str, found: list[tuple[AppInventory, SecretFinding]],
                    record: PrincipalRecord | None, unread: bool = False) -> PrincipalInventory:

@@ -93,6 +93,11 @@ class Note(str, enum.Enum):
                            "InvalidSyntax): the app receives the reference text itself, not a "
                            "secret. Fix the reference before migrating")
     ENTRA_SECRET_FORMAT = "recognised by Entra's client-secret format, not by its name"
+    PAIRED_BY_VALUE = ("paired by value: no client id setting names it, but another setting "
+                       "holds an application id with a valid credential of the same hint")
+    PAIRED_AMBIGUOUS = ("not paired: several application ids in this app's settings have a "
+                        "valid credential of the same hint, so which one it signs in as is "
+                        "unknown")
     CONTENT_SHARE = ("Azure Files content share: the platform still needs the account key "
                      "here, it cannot go passwordless")
 
