@@ -152,22 +152,20 @@ def _storage_credential(credential: Any) -> Any:
     name, key = os.environ.get("MIGRATOR_STORAGE_ACCOUNT_NAME"), os.environ.get(
         "MIGRATOR_STORAGE_ACCOUNT_KEY")
     if name and key:
-        from azure.core.credentials import AzureNamedKeyCredential
+        from migrator.cloud.storage import account_key
 
-        return AzureNamedKeyCredential(name, key)
+        return account_key(name, key)
     return credential
 
 
 @contextmanager
 def session(args: argparse.Namespace) -> Iterator[Session]:
-    from azure.identity import ManagedIdentityCredential
-
-    from migrator.cloud.factory import ClientFactory
+    from migrator.cloud.blobs import BlobStore
+    from migrator.cloud.factory import ClientFactory, managed_identity_credential
     from migrator.cloud.profiles import load_profile
-    from migrator.execute.blob_store import BlobStore
 
     profile = load_profile(args.cloud)
-    credential = ManagedIdentityCredential()
+    credential = managed_identity_credential()
     storage = _storage_credential(credential)
     try:
         with ClientFactory(profile, credential) as factory:
@@ -197,7 +195,7 @@ def stash_key() -> bytes:
 
 def run_plan(s: Session, args: argparse.Namespace, log: Any,
              today: datetime | None = None) -> int:
-    from migrator.execute.blob_store import ConflictError, LeaseTaken
+    from migrator.cloud.blobs import ConflictError, LeaseTaken
     from migrator.plan import PlanOptions, build_plan, dump_plan
     from migrator.report import plan_html, plan_markdown
     from migrator.scan import Scanner, ScanScope
@@ -240,8 +238,9 @@ def run_plan(s: Session, args: argparse.Namespace, log: Any,
 
 
 def run_advance(s: Session, args: argparse.Namespace, log: Any) -> int:
+    from migrator.cloud.blobs import LeaseTaken
     from migrator.cloud.changes import CloudChanges
-    from migrator.execute.blob_store import BlobStash, LeaseTaken
+    from migrator.execute.blob_stash import BlobStash
     from migrator.execute.engine import ApplyOptions, Engine, EngineEvent
     from migrator.execute.journal import Journal
     from migrator.execute.table_journal import TableJournal

@@ -27,7 +27,7 @@ from azure.core.credentials import (
 )
 from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.transport import RequestsTransport
-from azure.identity import DefaultAzureCredential
+from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.keyvault import KeyVaultManagementClient
@@ -43,7 +43,7 @@ from msgraph_core import GraphClientFactory
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
-from migrator.calllog import CallLogPolicy
+from migrator.cloud.call_log_policy import CallLogPolicy
 from migrator.cloud.graph_transport import ResendingTransport
 from migrator.cloud.pacing import Pacer, PacingPolicy
 from migrator.cloud.profiles import CloudProfile
@@ -287,6 +287,12 @@ class ClientFactory:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def managed_identity_credential() -> ManagedIdentityCredential:
+    """The managed identity of the host the code runs on: the Automation account's, for the
+    runbook. The host's environment says where its identity endpoint is."""
+    return ManagedIdentityCredential()
 
 
 def secret_credential(profile: CloudProfile, tenant_id: str, client_id: str,

@@ -31,17 +31,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, TokenCredential
-from azure.core.exceptions import (
-    AzureError,
-    HttpResponseError,
-    ResourceExistsError,
-    ServiceRequestError,
-    ServiceResponseError,
+from migrator.cloud.storage import (
+    EntityTable,
+    RowExists,
+    StorageCallError,
+    StorageCredential,
+    StorageError,
 )
-from azure.data.tables import TableClient, TableEntity
-
-from migrator.execute.blob_store import create_if_missing, describe_sdk_error
 
 # check_entry is the SQLite journal's own check, so both journals refuse the same entries.
 from migrator.execute.journal import (
@@ -69,7 +65,6 @@ MAX_BACKOFF_SECONDS = 0.1
 # exponential pauses up to this long: about half a minute in all, as the SDK's own policy.
 MAX_TRANSIENT_RETRIES = 6
 MAX_TRANSIENT_PAUSE = 8.0
-_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # Table Storage keeps strings as UTF-16 and refuses a string property over 64 KiB, and a
 # PartitionKey over 1 KiB.
 MAX_PROPERTY_BYTES = 64 * 1024
@@ -86,7 +81,7 @@ _TEXT_PROPERTIES = {"plan_digest": "plan digest", "owner": "owner", "stage": "st
 class TableJournal:
     """The journal in one Azure storage table, shared by every job that runs a plan."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: EntityTable) -> None:
         """Use `table`, which must exist (see `from_url`); nothing is read or written yet."""
         self.table = table
         self._lock = threading.Lock()
@@ -95,7 +90,7 @@ class TableJournal:
 
     @classmethod
     def from_url(cls, account_url: str, table_name: str,
-                 credential: TokenCredential | AzureNamedKeyCredential | str) -> TableJournal:
+                 credential: StorageCredential) -> TableJournal:
         """Open the journal in `table_name` of the account at `account_url`, creating the table
         if it is missing, so that a runbook's first job needs no setup step.
 
@@ -103,13 +98,10 @@ class TableJournal:
         Table Data Contributor role), an account key, or, as a string, a SAS token. An identity
         allowed to use the table but not to create it gets on with the table that is there.
         """
-        sdk_credential: TokenCredential | AzureNamedKeyCredential | AzureSasCredential = (
-            AzureSasCredential(credential) if isinstance(credential, str) else credential)
-        table = TableClient(endpoint=account_url, table_name=table_name,
-                            credential=sdk_credential)
-        create_if_missing(table.create_table, table.close, JournalError,
-                          f"the journal table {table_name}")
-        return cls(table)
+        try:
+            return cls(EntityTable.open(account_url, table_name, credential, purpose="journal"))
+        except StorageError as exc:
+            raise JournalError(str(exc)) from None
 
     def __enter__(self) -> TableJournal:
         return self
@@ -197,10 +189,10 @@ class TableJournal:
                 raise JournalError(f"the journal of plan {plan} is full")
             entity = {"PartitionKey": plan, "RowKey": _row_key(seq), **properties}
             try:
-                # The SDK's own retries are off: after a retried insert, a 409 could be this
-                # very row, and only the loop below knows to check.
-                self.table.create_entity(entity, retry_total=0)
-            except ResourceExistsError:
+                # Inserted once, without the SDK's retries: after a retried insert, a conflict
+                # could be this very row, and only the loop below knows to check.
+                self.table.insert(entity)
+            except RowExists:
                 if maybe_written and self._holds(plan, seq, record_id):
                     break
                 maybe_written = False
@@ -216,13 +208,12 @@ class TableJournal:
                     _pause()
                 seq = self._latest[plan] + 1
                 continue
-            except AzureError as exc:
+            except StorageCallError as exc:
                 failures += 1
-                if not _transient(exc) or failures > MAX_TRANSIENT_RETRIES:
+                if not exc.transient or failures > MAX_TRANSIENT_RETRIES:
                     raise JournalError(f"cannot record step {step_id} in the journal table "
-                                       f"{self.table.table_name}: {describe_sdk_error(exc)}"
-                                       ) from None
-                maybe_written = maybe_written or not isinstance(exc, ServiceRequestError)
+                                       f"{self.table.name}: {exc}") from None
+                maybe_written = maybe_written or exc.reached
                 time.sleep(min(MAX_TRANSIENT_PAUSE, 0.5 * 2 ** (failures - 1)))
                 continue
             break
@@ -233,22 +224,21 @@ class TableJournal:
         """Whether the row at `seq` is the one with `record_id`: an insert of this writer's
         that reached the table although its answer did not reach the writer."""
         try:
-            found = self.table.get_entity(plan, _row_key(seq), select=["record_id"])
-        except AzureError as exc:
-            raise JournalError(f"cannot read the journal table {self.table.table_name}: "
-                               f"{describe_sdk_error(exc)}") from None
+            found = self.table.get(plan, _row_key(seq), select=["record_id"])
+        except StorageCallError as exc:
+            raise JournalError(f"cannot read the journal table {self.table.name}: "
+                               f"{exc}") from None
         return found.get("record_id") == record_id
 
     def _rows_after(self, plan: str, seq: int) -> list[int]:
         """The sequence numbers of the plan's rows after `seq`, read from the table."""
         try:
-            found = self.table.query_entities(
-                "PartitionKey eq @plan and RowKey gt @after",
-                parameters={"plan": plan, "after": _row_key(seq)}, select=["RowKey"])
-            return [_sequence(entity) for entity in found]
-        except AzureError as exc:
-            raise JournalError(f"cannot read the journal table {self.table.table_name}: "
-                               f"{describe_sdk_error(exc)}") from None
+            found = self.table.query("PartitionKey eq @plan and RowKey gt @after",
+                                     {"plan": plan, "after": _row_key(seq)}, select=["RowKey"])
+        except StorageCallError as exc:
+            raise JournalError(f"cannot read the journal table {self.table.name}: "
+                               f"{exc}") from None
+        return [_sequence(entity) for entity in found]
 
     def _learn(self, plan: str, taken: Iterable[int]) -> None:
         """Remember the highest sequence number of the plan known to be taken."""
@@ -259,11 +249,11 @@ class TableJournal:
     def _query(self, plan: str, query: str, parameters: dict[str, Any]) -> list[JournalEntry]:
         self._check_open()
         try:
-            rows = list(self.table.query_entities(query, parameters=parameters))
-        except AzureError as exc:
-            raise JournalError(f"cannot read the journal table {self.table.table_name}: "
-                               f"{describe_sdk_error(exc)}") from None
-        found = sorted((_entry(plan, row, self.table.table_name) for row in rows),
+            rows = self.table.query(query, parameters)
+        except StorageCallError as exc:
+            raise JournalError(f"cannot read the journal table {self.table.name}: "
+                               f"{exc}") from None
+        found = sorted((_entry(plan, row, self.table.name) for row in rows),
                        key=lambda entry: entry.seq)
         if found:
             with self._lock:
@@ -272,7 +262,7 @@ class TableJournal:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise JournalError(f"the journal table {self.table.table_name} is closed")
+            raise JournalError(f"the journal table {self.table.name} is closed")
 
 
 def _row_key(seq: int) -> str:
@@ -287,7 +277,7 @@ def _sequence(entity: Mapping[str, Any]) -> int:
     return int(key)
 
 
-def _entry(plan: str, row: TableEntity, table_name: str) -> JournalEntry:
+def _entry(plan: str, row: Mapping[str, Any], table_name: str) -> JournalEntry:
     seq = _sequence(row)
     version = row.get("schema_version")
     if not isinstance(version, int) or version < 1:
@@ -334,14 +324,6 @@ def _utf16_bytes(text: str, where: str) -> int:
         return len(text.encode("utf-16-le"))
     except UnicodeError:
         raise JournalError(f"{where} is not valid Unicode") from None
-
-
-def _transient(error: AzureError) -> bool:
-    """Whether trying the same insert again may succeed: the service was not reached, did not
-    answer, was busy or throttled."""
-    if isinstance(error, (ServiceRequestError, ServiceResponseError)):
-        return True
-    return isinstance(error, HttpResponseError) and error.status_code in _TRANSIENT_STATUS
 
 
 def _pause() -> None:

@@ -22,7 +22,7 @@ import pytest
 from azurite import Endpoints, running_azurite
 from cryptography.fernet import Fernet
 
-from migrator.execute.blob_store import BlobStore
+from migrator.cloud.blobs import BlobStore
 from migrator.execute.journal import StepState
 from migrator.execute.table_journal import TableJournal
 

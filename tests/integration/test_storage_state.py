@@ -28,12 +28,9 @@ from azure.storage.blob import ContainerClient
 from azurite import DEV_ACCOUNT, DEV_KEY, Endpoints, running_azurite
 from cryptography.fernet import Fernet
 
-from migrator.execute.blob_store import (
-    BlobStash,
-    BlobStore,
-    ConflictError,
-    LeaseTaken,
-)
+from migrator.cloud.blobs import BlobStore, ConflictError, LeaseTaken
+from migrator.cloud.storage import EntityTable
+from migrator.execute.blob_stash import BlobStash
 from migrator.execute.journal import (
     Journal,
     JournalError,
@@ -231,7 +228,7 @@ def test_service_errors_are_one_line_without_the_key(azurite: Endpoints) -> None
     wrong_key = base64.b64encode(os.urandom(64)).decode()  # a well-formed key, not the account's
     client = TableClient(endpoint=azurite.table_url, table_name=table,
                          credential=AzureNamedKeyCredential(DEV_ACCOUNT, wrong_key))
-    with TableJournal(client) as journal, pytest.raises(JournalError) as failed:
+    with TableJournal(EntityTable(client)) as journal, pytest.raises(JournalError) as failed:
         journal.record(plan="p", plan_digest="d", owner="o", stage="swap", step_id="s1",
                        state=StepState.STARTED)
     message = str(failed.value)
@@ -252,7 +249,7 @@ def _record_many(table_url: str, table: str, plan: str, pace: float, worker: int
     with a random pause of up to `pace` seconds between records, as steps have."""
     client = TableClient(endpoint=table_url, table_name=table,
                          credential=AzureNamedKeyCredential(DEV_ACCOUNT, DEV_KEY))
-    with TableJournal(client) as journal:
+    with TableJournal(EntityTable(client)) as journal:
         start.wait(60)
         for index in range(WORKER_ENTRIES):
             journal.record(plan=plan, plan_digest="d", owner=f"app-{worker}", stage="grant",
@@ -324,7 +321,7 @@ def test_an_insert_failing_in_transit_is_recorded_once(azurite: Endpoints,
     TableJournal.from_url(azurite.table_url, table, azurite.credential()).close()
     client = _FlakyTable(endpoint=azurite.table_url, table_name=table,
                          credential=azurite.credential(), written=written)
-    with TableJournal(client) as journal:
+    with TableJournal(EntityTable(client)) as journal:
         entry = journal.record(plan="p", plan_digest="d", owner="o", stage="swap",
                                step_id="s1", state=StepState.STARTED)
         assert client.failed
