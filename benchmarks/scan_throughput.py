@@ -501,8 +501,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(child_naive(args.trace)))
         return
 
+    from migrator.sim.catalog import derive_id
     from migrator.sim.generate import generate_estate, write_estate
-    from migrator.sim.state import derive_id
 
     scale = args.throttle_scale
     with tempfile.TemporaryDirectory(prefix="scan-throughput-") as tmp:

@@ -38,8 +38,7 @@ from typing import Any
 
 import yaml
 
-from migrator.sim.estate import EstateSpec
-from migrator.sim.state import check_references, gc_paused
+from migrator.sim.estate import EstateSpec, check_references, gc_paused
 
 OPERATOR = "migrator-operator"
 OPERATOR_GRAPH_ROLES = ("Application.ReadWrite.All", "AppRoleAssignment.ReadWrite.All")

@@ -31,9 +31,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from migrator.sim.catalog import GRAPH_APP_ID
 from migrator.sim.context import SimContext, graph_error, request_id
 from migrator.sim.state import (
-    GRAPH_APP_ID,
     Application,
     AppRoleAssignment,
     PasswordCredential,

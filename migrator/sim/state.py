@@ -8,11 +8,6 @@ file gives the same tenant.
 
 from __future__ import annotations
 
-import functools
-import gc
-import re
-import secrets
-import string
 import threading
 import time
 import uuid
@@ -21,32 +16,23 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
-from migrator.sim.estate import EstateSpec, IdentitySpec, Loc, NeedSpec, SiteSpec, SlotSpec
-from migrator.sim.rbac import BUILTIN_ROLES, ROLES_BY_ID, ROLES_BY_NAME, RoleDefinition
-
-NAMESPACE = uuid.UUID("6d1c7a8e-3f5b-5a43-9c0e-6b2a1f0d9e71")
-GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
-
-# Microsoft Graph application permissions (app roles) the simulator knows, with Graph's ids.
-GRAPH_APP_ROLES: dict[str, str] = {
-    "Application.Read.All": "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30",
-    "Application.ReadWrite.All": "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9",
-    "Application.ReadWrite.OwnedBy": "18a4783c-866b-4cc7-a460-3d5e5662c884",
-    "AppRoleAssignment.ReadWrite.All": "06b708a9-e830-4db3-a914-8e69da51d44f",
-    "Directory.Read.All": "7ab1d382-f21e-4acd-a863-ba3e13f7da61",
-    "Directory.ReadWrite.All": "19dbc75e-c2e2-444c-a770-ec69d8559fc7",
-    "User.Read.All": "df021288-bdef-4463-88db-98f22de89214",
-    "Group.Read.All": "5b567255-7703-4780-807c-7be8301ae99b",
-    "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",
-    "Sites.Read.All": "332a536c-c7ef-4017-ab91-336970924f0d",
-}
-GRAPH_ROLE_NAMES = {v: k for k, v in GRAPH_APP_ROLES.items()}
-
-
-@functools.lru_cache(maxsize=65536)
-def derive_id(kind: str, name: str) -> str:
-    """The deterministic id of an object the estate names but gives no id."""
-    return str(uuid.uuid5(NAMESPACE, f"{kind}:{name}"))
+from migrator.sim.catalog import (
+    GRAPH_APP_ID,
+    GRAPH_APP_ROLES,
+    GRAPH_ROLE_NAMES,
+    NAMESPACE,
+    derive_id,
+    generate_client_secret,
+)
+from migrator.sim.estate import (
+    EstateNames,
+    EstateSpec,
+    NeedSpec,
+    SiteSpec,
+    SlotSpec,
+    gc_paused,
+)
+from migrator.sim.rbac import BUILTIN_ROLES, ROLES_BY_NAME, RoleDefinition
 
 
 def utcnow() -> datetime:
@@ -352,7 +338,6 @@ class IndexedDict(dict[str, V]):
 
 
 
-_SUB_IN_SCOPE = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
 
 
 class Tenant:
@@ -568,17 +553,6 @@ class Tenant:
         return cred
 
 
-_LETTERS = string.ascii_letters
-_ALPHABET = string.ascii_letters + string.digits + "_~.-"
-
-
-def generate_client_secret() -> str:
-    """A secret in Entra's current format: 3 letters, a digit, 'Q~', then 34 characters."""
-    raw = secrets.token_bytes(38)
-    return ("".join(_LETTERS[b % len(_LETTERS)] for b in raw[:3]) + str(raw[3] % 10) + "Q~"
-            + "".join(_ALPHABET[b % len(_ALPHABET)] for b in raw[4:]))
-
-
 # --- building a tenant from an estate ----------------------------------------------------------
 
 
@@ -588,288 +562,14 @@ def _dt(d: date | None, default: datetime) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
 
 
-class _Names:
-    """What each estate name refers to, for `@name.field` and principal references."""
-
-    def __init__(self, spec: EstateSpec) -> None:
-        self.spec = spec
-        self.subscriptions = {s.name: str(s.id or derive_id("subscription", s.name))
-                              for s in spec.subscriptions}
-        self.principals = {p.name: p for p in spec.principals}
-        self._secret_values: dict[tuple[str, int], str] = {}
-        self.uais: dict[str, tuple[str, str, str]] = {}  # name -> (sub id, rg, location)
-        self.vaults: dict[str, tuple[str, str]] = {}
-        self.vault_secrets: dict[str, set[str]] = {}
-        self.sites: dict[str, SiteSpec] = {}
-        self.slots: dict[str, SlotSpec] = {}
-        self.sql_servers: dict[str, tuple[str, ...]] = {}
-        self.automation: set[str] = set()
-        for sub in spec.subscriptions:
-            sid = self.subscriptions[sub.name]
-            for rg in sub.resource_groups:
-                for uai in rg.user_assigned_identities:
-                    self.uais[uai] = (sid, rg.name, rg.location)
-                for kv in rg.key_vaults:
-                    self.vaults[kv.name] = (sid, rg.name)
-                    self.vault_secrets[kv.name] = set(kv.secrets)
-                for site in rg.sites:
-                    self.sites[site.name] = site
-                    for slot in site.slots:
-                        self.slots[f"{site.name}/{slot.name}"] = slot
-                for server in rg.sql_servers:
-                    self.sql_servers[server.name] = tuple(d.name for d in server.databases)
-                self.automation.update(a.name for a in rg.automation_accounts)
-
-    def secret_value(self, name: str, index: int) -> str:
-        """The estate's secret text, or one made on first use (the same within one load)."""
-        key = (name, index)
-        if key not in self._secret_values:
-            given = self.principals[name].secrets[index].value
-            self._secret_values[key] = given or generate_client_secret()
-        return self._secret_values[key]
-
-    def app_id(self, name: str) -> str:
-        p = self.principals[name]
-        return str(p.app_id or derive_id("app", name))
-
-    def sp_object_id(self, name: str) -> str:
-        p = self.principals[name]
-        return str(p.object_id or derive_id("sp", name))
-
-    def app_object_id(self, name: str) -> str:
-        p = self.principals[name]
-        return str(p.app_object_id or derive_id("application", name))
-
-    def uai_resource_id(self, name: str) -> str:
-        sid, rg, _ = self.uais[name]
-        return (f"/subscriptions/{sid}/resourceGroups/{rg}"
-                f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}")
-
-    def site_resource_id(self, name: str) -> str:
-        site_name, _, slot = name.partition("/")
-        for sub in self.spec.subscriptions:
-            for rg in sub.resource_groups:
-                if any(s.name == site_name for s in rg.sites):
-                    base = (f"/subscriptions/{self.subscriptions[sub.name]}/resourceGroups/"
-                            f"{rg.name}/providers/Microsoft.Web/sites/{site_name}")
-                    return f"{base}/slots/{slot}" if slot else base
-        raise KeyError(name)
-
-    def scope(self, scope: str) -> str:
-        """Scopes may name a subscription by its estate name."""
-        m = _SUB_IN_SCOPE.match(scope)
-        if m and m.group(1) in self.subscriptions:
-            return f"/subscriptions/{self.subscriptions[m.group(1)]}{scope[m.end():]}"
-        return scope
-
-    def principal_ref_problem(self, name: str) -> str | None:
-        if name in self.principals or name in self.uais or name in self.automation:
-            return None
-        if name in self.sites or name in self.slots:
-            target = self.sites.get(name) or self.slots[name]
-            if target.identity == "none":
-                return f"{name!r} has no system-assigned identity (identity: none)"
-            return None
-        return f"unknown principal {name!r} (not a principal, identity, site or slot)"
-
-    def field_value(self, name: str, fld: str, index: str | None) -> str | None:
-        """The value of `@name.field`, or None when the reference is unknown."""
-        if name == "tenant":
-            return {"id": str(self.spec.tenant.id), "domain": self.spec.tenant.domain}.get(fld)
-        if name in self.principals:
-            if index is not None:
-                i = int(index)
-                return self.secret_value(name, i) if i < len(self.principals[name].secrets) \
-                    else None
-            return {"app_id": self.app_id(name), "client_id": self.app_id(name),
-                    "object_id": self.sp_object_id(name),
-                    "app_object_id": self.app_object_id(name)}.get(fld)
-        if name in self.uais:
-            rid = self.uai_resource_id(name).lower()
-            return {"client_id": derive_id("uai-client", rid),
-                    "principal_id": derive_id("uai-principal", rid),
-                    "object_id": derive_id("uai-principal", rid),
-                    "id": self.uai_resource_id(name)}.get(fld)
-        if name in self.vaults:
-            return {"uri": f"https://{name}.vault.azure.net/"}.get(fld)
-        if name in self.sql_servers:
-            return {"fqdn": f"{name}.database.windows.net"}.get(fld)
-        return None
-
-    def substitute(self, value: str) -> str:
-        from migrator.sim.estate import iter_references
-
-        out, last = [], 0
-        for m in iter_references(value):
-            resolved = self.field_value(m.group(1), m.group(2).split("[")[0], m.group(3))
-            if resolved is None:
-                continue
-            out += [value[last:m.start()], resolved]
-            last = m.end()
-        out.append(value[last:])
-        return "".join(out)
-
-
-def check_references(spec: EstateSpec) -> tuple[Loc, str] | None:
-    """The first dangling reference, duplicate name or unknown role in an estate, if any."""
-    from migrator.sim.estate import iter_references
-
-    seen: dict[str, Loc] = {}
-
-    def dup(kind: str, name: str, loc: Loc) -> tuple[Loc, str] | None:
-        key = f"{kind}:{name.lower()}"
-        if key in seen:
-            return loc, f"duplicate {kind} name {name!r}"
-        seen[key] = loc
-        return None
-
-    for i, p in enumerate(spec.principals):
-        if (problem := dup("principal", p.name, ("principals", i, "name"))):
-            return problem
-        for j, role in enumerate(p.graph_app_roles):
-            if role not in GRAPH_APP_ROLES:
-                return ("principals", i, "graph_app_roles", j), f"unknown Graph app role {role!r}"
-    names = _Names(spec)
-    if spec.operator not in names.principals:
-        return ("operator",), f"operator {spec.operator!r} is not one of the principals"
-    for si, sub in enumerate(spec.subscriptions):
-        if (problem := dup("subscription", sub.name, ("subscriptions", si, "name"))):
-            return problem
-        for ri, rg in enumerate(sub.resource_groups):
-            base: Loc = ("subscriptions", si, "resource_groups", ri)
-            if (problem := dup(f"resource group in {sub.name}", rg.name, (*base, "name"))):
-                return problem
-            for ui, uai in enumerate(rg.user_assigned_identities):
-                if (problem := dup("user-assigned identity", uai,
-                                   (*base, "user_assigned_identities", ui))):
-                    return problem
-            for ai, account in enumerate(rg.automation_accounts):
-                where: Loc = (*base, "automation_accounts", ai)
-                if (problem := dup("automation account", account.name, (*where, "name"))):
-                    return problem
-                for j, role in enumerate(account.graph_app_roles):
-                    if role not in GRAPH_APP_ROLES:
-                        return (*where, "graph_app_roles", j), f"unknown Graph app role {role!r}"
-            for ki, kv in enumerate(rg.key_vaults):
-                if (problem := dup("key vault", kv.name, (*base, "key_vaults", ki, "name"))):
-                    return problem
-                for name, value in kv.secrets.items():
-                    for m in iter_references(value):
-                        if names.field_value(m.group(1), m.group(2).split("[")[0],
-                                             m.group(3)) is None:
-                            return (*base, "key_vaults", ki, "secrets", name), (
-                                f"unknown reference @{m.group(1)}.{m.group(2)}")
-                for pi, pol in enumerate(kv.access_policies):
-                    if (msg := names.principal_ref_problem(pol.principal)):
-                        return (*base, "key_vaults", ki, "access_policies", pi, "principal"), msg
-            for qi, server in enumerate(rg.sql_servers):
-                if (problem := dup("SQL server", server.name,
-                                   (*base, "sql_servers", qi, "name"))):
-                    return problem
-                for di, db in enumerate(server.databases):
-                    for ui, user in enumerate(db.users):
-                        if (msg := names.principal_ref_problem(user.principal)):
-                            return (*base, "sql_servers", qi, "databases", di, "users", ui,
-                                    "principal"), msg
-            for ti, site in enumerate(rg.sites):
-                sbase: Loc = (*base, "sites", ti)
-                if (problem := dup("site", site.name, (*sbase, "name"))):
-                    return problem
-                targets: list[tuple[Loc, SiteSpec | SlotSpec]] = [(sbase, site)] + [
-                    ((*sbase, "slots", k), slot) for k, slot in enumerate(site.slots)
-                ]
-                slot_names: set[str] = set()
-                for k, slot in enumerate(site.slots):
-                    if slot.name.lower() in slot_names:
-                        return (*sbase, "slots", k, "name"), f"duplicate slot name {slot.name!r}"
-                    slot_names.add(slot.name.lower())
-                for loc, target in targets:
-                    if (msg := _identity_problem(target.identity, names)):
-                        return (*loc, "identity"), msg
-                    kvri = target.key_vault_reference_identity
-                    if kvri is not None and kvri not in names.uais:
-                        return (*loc, "key_vault_reference_identity"), (
-                            f"unknown user-assigned identity {kvri!r}")
-                    values = [((*loc, "app_settings", k), v)
-                              for k, v in target.app_settings.items()]
-                    values += [((*loc, "connection_strings", k, "value"), c.value)
-                               for k, c in target.connection_strings.items()]
-                    for vloc, value in values:
-                        for m in iter_references(value):
-                            fld = m.group(2).split("[")[0]
-                            if names.field_value(m.group(1), fld, m.group(3)) is None:
-                                return vloc, f"unknown reference @{m.group(1)}.{m.group(2)}"
-                    for ni, need in enumerate(target.needs):
-                        if (msg := _need_problem(need, names, target)):
-                            return (*loc, "needs", ni), msg
-    for ai, ra in enumerate(spec.role_assignments):
-        loc = ("role_assignments", ai)
-        if (msg := names.principal_ref_problem(ra.principal)):
-            return (*loc, "principal"), msg
-        if ra.role.lower() not in ROLES_BY_NAME and ra.role.lower() not in ROLES_BY_ID:
-            return (*loc, "role"), f"unknown role {ra.role!r}"
-        if (msg := _scope_problem(names.scope(ra.scope), names)):
-            return (*loc, "scope"), msg
-    return None
-
-
-def _identity_problem(identity: IdentitySpec, names: _Names) -> str | None:
-    if isinstance(identity, list):
-        for name in identity:
-            if name != "system" and name not in names.uais:
-                return f"unknown user-assigned identity {name!r}"
-    return None
-
-
-def _need_problem(need: NeedSpec, names: _Names, target: SiteSpec | SlotSpec) -> str | None:
-    if need.key_vault_secret is not None:
-        vault, secret = need.key_vault_secret.split("/")
-        if vault not in names.vaults:
-            return f"unknown key vault {vault!r}"
-        if secret not in names.vault_secrets[vault]:
-            return f"key vault {vault!r} has no secret {secret!r}"
-    if need.role_action is not None and need.scope is not None:
-        return _scope_problem(names.scope(need.scope), names)
-    if need.graph_app_role is not None and need.graph_app_role not in GRAPH_APP_ROLES:
-        return f"unknown Graph app role {need.graph_app_role!r}"
-    if need.sql is not None and need.sql not in target.connection_strings \
-            and need.sql not in target.app_settings:
-        return f"no connection string or app setting named {need.sql!r}"
-    if need.setting is not None and need.setting not in target.app_settings:
-        return f"no app setting named {need.setting!r}"
-    return None
-
-
-def _scope_problem(scope: str, names: _Names) -> str | None:
-    m = _SUB_IN_SCOPE.match(scope)
-    if not scope.startswith("/subscriptions/") or m is None:
-        return f"scope {scope!r} does not start with /subscriptions/<name or id>"
-    if m.group(1) not in names.subscriptions.values():
-        return f"scope {scope!r} names an unknown subscription"
-    return None
-
-
 def build_tenant(spec: EstateSpec) -> Tenant:
     """A live tenant from a validated estate (run `check_references` first: load_estate does)."""
     with gc_paused():
         return _build_tenant(spec)
 
 
-class gc_paused:
-    """Pause the cyclic garbage collector while building millions of acyclic objects: its full
-    passes dominated loading a 10,000-app estate (7.4 s of a 9 s build)."""
-
-    def __enter__(self) -> None:
-        self.was_enabled = gc.isenabled()
-        gc.disable()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.was_enabled:
-            gc.enable()
-
-
 def _build_tenant(spec: EstateSpec) -> Tenant:
-    names = _Names(spec)
+    names = EstateNames(spec)
     tenant = Tenant(str(spec.tenant.id), spec.tenant.domain, spec.operator)
     far = datetime(2099, 12, 31, tzinfo=timezone.utc)
     epoch = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -950,7 +650,7 @@ def _grant_graph(tenant: Tenant, principal_id: str, role: str) -> None:
                                                          tenant.graph_sp.object_id, rid)
 
 
-def _build_site(tenant: Tenant, names: _Names, sid: str, rg: str, location: str,
+def _build_site(tenant: Tenant, names: EstateNames, sid: str, rg: str, location: str,
                 site: SiteSpec) -> WebApp:
     def make(target: SiteSpec | SlotSpec, slot: str | None) -> WebApp:
         app = WebApp(

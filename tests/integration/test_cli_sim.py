@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from migrator.cli import app
 from migrator.cloud.factory import ClientFactory, make_credential
 from migrator.cloud.profiles import load_profile
+from migrator.sim.catalog import generate_client_secret
 from migrator.sim.exports import wait_for_exports
-from migrator.sim.state import generate_client_secret
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 

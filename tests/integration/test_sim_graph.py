@@ -41,9 +41,10 @@ from msgraph.generated.service_principals.service_principals_request_builder imp
 
 from migrator.cloud.factory import ClientFactory, secret_credential
 from migrator.cloud.profiles import CloudProfile, load_profile
+from migrator.sim.catalog import GRAPH_APP_ID, GRAPH_APP_ROLES
 from migrator.sim.estate import load_estate
 from migrator.sim.server import SimEndpoints, SimServer
-from migrator.sim.state import GRAPH_APP_ID, GRAPH_APP_ROLES, Tenant
+from migrator.sim.state import Tenant
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from migrator.sim.catalog import derive_id
 from migrator.sim.estate import EstateError, load_estate, parse_estate
-from migrator.sim.state import build_tenant, derive_id
+from migrator.sim.state import build_tenant
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 SAMPLE = Path(__file__).parents[2] / "migrator" / "sim" / "samples" / "contoso.yaml"

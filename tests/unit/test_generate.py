@@ -17,6 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from migrator.sim.catalog import GRAPH_APP_ROLES
 from migrator.sim.estate import (
     EstateSpec,
     SiteSpec,
@@ -33,7 +34,7 @@ from migrator.sim.generate import (
     write_estate,
 )
 from migrator.sim.runtime import Runtime
-from migrator.sim.state import GRAPH_APP_ROLES, Tenant, build_tenant
+from migrator.sim.state import Tenant, build_tenant
 
 ENTRA_SECRET = re.compile(r"[a-zA-Z0-9_~.-]{3}\dQ~[a-zA-Z0-9_~.-]{31,34}")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
