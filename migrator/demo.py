@@ -29,9 +29,10 @@ from migrator.cloud.web import WebAdapter
 from migrator.execute.engine import ApplyOptions, AppOutcome, Engine
 from migrator.execute.journal import SqliteJournal
 from migrator.execute.stash import FileStash
+from migrator.inventory import Inventory
 from migrator.plan import Plan, PlanOptions, build_plan
 from migrator.plan.model import STAGES
-from migrator.scan import Inventory, Scanner
+from migrator.scan import Scanner
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The inventory: every site and slot that holds a credential, and what its principal can do.
+"""The scanner: builds the inventory (`migrator.inventory`) of every site and slot that holds
+a credential, and what its principal can do.
 
 Reads the estate through `cloud/` adapters, concurrently (a bounded thread pool; ARM calls are
 paced per subscription by the client factory's pacing policy), runs the pure detector on each
@@ -27,7 +28,6 @@ from migrator.cloud.errors import AzureCallError, CloudError
 from migrator.cloud.factory import ClientFactory
 from migrator.cloud.graph import IN_FILTER_LIMIT, GraphAdapter
 from migrator.cloud.records import (
-    AppRoleGrantRecord,
     PasswordCredentialRecord,
     PrincipalRecord,
     RoleAssignmentRecord,
@@ -48,133 +48,26 @@ from migrator.detect.findings import (
     SiteSettings,
 )
 from migrator.detect.values import guid
+from migrator.inventory import (
+    UNREAD_PRINCIPAL,
+    AppInventory,
+    CredentialMatch,
+    Gap,
+    Inventory,
+    PrincipalInventory,
+    RoleGrant,
+    ScanStats,
+    Usage,
+    VaultGrant,
+    VaultWriteAccess,
+)
 from migrator.scheduling import FairPool
 
 T = TypeVar("T")
 DEFAULT_WORKERS = 16
 
 
-@dataclass(frozen=True)
-class Gap:
-    """Something the operator could not read; the inventory is incomplete there."""
-
-    scope: str
-    operation: str
-    status: int | None
-    code: str | None
-    message: str
-
-
-@dataclass(frozen=True)
-class AppInventory:
-    site: SiteRecord
-    findings: tuple[SecretFinding, ...]
-    # Salted hash of the settings as read (Inventory.settings_salt): a plan keeps it so that
-    # `apply` can refuse an app whose settings changed since.
-    settings_fingerprint: str = ""
-
-
-MatchStatus = Literal["matched", "ambiguous", "expired", "no-match", "not-checked"]
-
-
-@dataclass(frozen=True)
-class CredentialMatch:
-    """Which of the principal's password credentials an app's secret is."""
-
-    status: MatchStatus
-    key_id: str | None
-    candidates: tuple[str, ...]
-    reason: str
-
-
-@dataclass(frozen=True)
-class Usage:
-    """One app (or slot) holding a principal's credential in one setting."""
-
-    app: str  # site or site/slot
-    site_id: str
-    setting: str
-    kind: str
-    sticky: bool
-    match: CredentialMatch
-
-
-@dataclass(frozen=True)
-class RoleGrant:
-    scope: str
-    role_definition_id: str
-    role_name: str
-
-
-@dataclass(frozen=True)
-class VaultGrant:
-    vault_id: str
-    vault_name: str
-    rbac_vault: bool  # access policies are ignored on an RBAC vault
-    secrets: tuple[str, ...]
-    keys: tuple[str, ...]
-    certificates: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PrincipalInventory:
-    app_id: str
-    principal: PrincipalRecord | None  # None: no such principal in this tenant
-    role_assignments: tuple[RoleGrant, ...]
-    vault_policies: tuple[VaultGrant, ...]
-    graph_roles: tuple[AppRoleGrantRecord, ...]
-    used_by: tuple[Usage, ...]
-
-    @property
-    def name(self) -> str:
-        return self.principal.display_name if self.principal else self.app_id
-
-
-@dataclass(frozen=True)
-class VaultWriteAccess:
-    """Whether the operator may write a new version of a secret in a vault that an app's Key
-    Vault reference reads: rolling back the removal of that secret's credential has to write
-    the replacement there, or the restored reference would read a dead secret."""
-
-    vault: str  # the name the references use, lower case
-    vault_id: str | None  # None: the vault is not in the scanned subscriptions
-    vault_uri: str | None
-    rbac: bool | None
-    can_set_secrets: bool | None  # None: could not tell
-    reason: str
-
-
 SET_SECRET_ACTION = "Microsoft.KeyVault/vaults/secrets/setSecret/action"
-
-
-@dataclass(frozen=True)
-class ScanStats:
-    seconds: float
-    sites: int
-    slots: int
-    arm_throttled: int
-    pacing_wait_seconds: float
-
-
-@dataclass(frozen=True)
-class Inventory:
-    tenant_id: str | None
-    scanned_at: str
-    subscriptions: tuple[SubscriptionRecord, ...]
-    apps: tuple[AppInventory, ...]
-    principals: tuple[PrincipalInventory, ...]
-    gaps: tuple[Gap, ...]
-    stats: ScanStats
-    settings_salt: str = ""  # hex; the salt of every AppInventory.settings_fingerprint
-    vault_access: tuple[VaultWriteAccess, ...] = ()  # vaults that apps' references read
-
-    @property
-    def complete(self) -> bool:
-        return not self.gaps
-
-    @property
-    def findings(self) -> list[tuple[AppInventory, SecretFinding]]:
-        return [(a, f) for a in self.apps for f in a.findings]
 
 
 @dataclass(frozen=True)
@@ -611,12 +504,6 @@ def vault_write_access(vault: VaultRecord, operator: str | None,
             return True, f"a role assigned at {a.scope} allows {SET_SECRET_ACTION}"
     return False, (f"vault {vault.name} uses Azure RBAC and no role of the operator at it or "
                    f"above allows {SET_SECRET_ACTION} (e.g. Key Vault Secrets Officer)")
-
-
-# A principal whose Graph look-up failed (a gap): it may well exist, so never "not found".
-UNREAD_PRINCIPAL = CredentialMatch(
-    "not-checked", None, (),
-    "the principal could not be read from Graph (see the scan's gaps): scan again")
 
 
 def match_credential(finding: SecretFinding, principal: PrincipalRecord | None,

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import TypeVar
 
 from migrator.detect.findings import FindingKind, SecretFinding, SettingRef
+from migrator.inventory import UNREAD_PRINCIPAL, AppInventory, Inventory, PrincipalInventory, Usage
 from migrator.plan.integrity import seal
 from migrator.plan.model import (
     IDENTITY_CLIENT_ID,
@@ -70,7 +71,6 @@ from migrator.plan.model import (
     VerifyRights,
     verify_health_title,
 )
-from migrator.scan import UNREAD_PRINCIPAL, AppInventory, Inventory, PrincipalInventory, Usage
 
 # Rules whose setting a documented mechanism reads, so a settings swap replaces the secret.
 AZURE_IDENTITY_ENV = "azure-identity-env"

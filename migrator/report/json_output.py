@@ -8,7 +8,7 @@ import enum
 import json
 from typing import Any
 
-from migrator.scan import Inventory
+from migrator.inventory import Inventory
 
 SCHEMA_VERSION = 1
 

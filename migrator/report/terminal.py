@@ -7,7 +7,7 @@ from rich.table import Table
 
 from migrator.demo import DemoResult
 from migrator.detect.findings import FindingKind
-from migrator.scan import Inventory
+from migrator.inventory import Inventory
 from migrator.untrusted import markup
 
 

@@ -16,9 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from migrator.cli import app
+from migrator.inventory import UNREAD_PRINCIPAL, Inventory
 from migrator.plan.model import BlockedCode
 from migrator.plan.planner import PlanOptions, build_plan
-from migrator.scan import UNREAD_PRINCIPAL, Inventory, Scanner, ScanScope
+from migrator.scan import Scanner, ScanScope
 
 if TYPE_CHECKING:
     from conftest import Sim

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from migrator.detect import Note
+from migrator.inventory import Inventory
 from migrator.plan.model import AppStatus, BlockedCode, Stage
 from migrator.plan.planner import PlanOptions, build_plan
-from migrator.scan import Inventory, Scanner, ScanScope
+from migrator.scan import Scanner, ScanScope
 
 if TYPE_CHECKING:
     from conftest import Sim

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from migrator.cli import app
 from migrator.cloud.web import WebAdapter
 from migrator.detect import ConnectionStringValue, SiteSettings, settings_fingerprint
+from migrator.inventory import Inventory
 from migrator.plan import Plan, PlanError, PlanOptions, build_plan, dump_plan, parse_plan
 from migrator.plan.model import (
     IDENTITY_CLIENT_ID,
@@ -39,7 +40,7 @@ from migrator.plan.model import (
     VaultAccessPolicy,
 )
 from migrator.plan.schema import SCHEMA_PATH, plan_schema, schema_text
-from migrator.scan import Inventory, Scanner, ScanScope
+from migrator.scan import Scanner, ScanScope
 
 if TYPE_CHECKING:
     from conftest import Sim

@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from migrator.cli import app
 from migrator.detect.findings import FindingKind
+from migrator.inventory import Inventory
 from migrator.report.json_output import render_inventory
-from migrator.scan import Inventory, Scanner, ScanScope
-from migrator.sim.state import derive_id
+from migrator.scan import Scanner, ScanScope
+from migrator.sim.catalog import derive_id
 
 if TYPE_CHECKING:
     from conftest import Sim

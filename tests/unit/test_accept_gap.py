@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from migrator.cloud.records import SubscriptionRecord
+from migrator.inventory import Gap, Inventory, ScanStats
 from migrator.plan.planner import gap_accepted, unmatched_accepts
-from migrator.scan import Gap, Inventory, ScanStats
 
 PROD = "11111111-1111-4111-8111-111111111111"
 RESTRICTED = "22222222-2222-4222-8222-222222222222"

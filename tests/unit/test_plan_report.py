@@ -38,6 +38,16 @@ from migrator.cloud.records import (
 )
 from migrator.detect import ConnectionStringValue, SiteSettings, detect, settings_fingerprint
 from migrator.detect.findings import FindingKind
+from migrator.inventory import (
+    AppInventory,
+    Gap,
+    Inventory,
+    PrincipalInventory,
+    RoleGrant,
+    ScanStats,
+    Usage,
+    VaultGrant,
+)
 from migrator.plan.model import (
     BLOCKED_TITLES,
     STAGES,
@@ -60,17 +70,7 @@ from migrator.report import (
     plan_view,
     terminal,
 )
-from migrator.scan import (
-    AppInventory,
-    Gap,
-    Inventory,
-    PrincipalInventory,
-    RoleGrant,
-    ScanStats,
-    Usage,
-    VaultGrant,
-    match_credential,
-)
+from migrator.scan import match_credential
 
 SUB = "0b5f3c1e-0000-4000-8000-000000000001"
 TENANT = "6f1c3b0e-0000-4000-8000-000000000009"
