@@ -54,6 +54,11 @@ class PrincipalSpec(_Spec):
     app_object_id: UUID | None = None  # the application object's id
     secrets: list[SecretSpec] = []
     graph_app_roles: list[str] = []
+    # The app roles this application exposes, as an API registration other principals call
+    # (values such as "Orders.Read"); their ids are derived from the name and the value.
+    app_roles: list[str] = []
+    # App roles of the estate's own APIs granted to this principal: "api-principal/Role.Value".
+    api_app_roles: list[str] = []
     enabled: bool = True
 
 
@@ -78,6 +83,7 @@ class NeedSpec(_Spec):
     role_action: str | None = None  # an ARM action or data action
     scope: str | None = None  # with role_action
     graph_app_role: str | None = None  # e.g. User.Read.All
+    app_role: str | None = None  # "api-principal/Role.Value": the app calls that estate API
     sql: str | None = None  # name of the connection string (or app setting) the app opens
     setting: str | None = None  # an app setting that must resolve (e.g. a Key Vault reference)
 
@@ -85,13 +91,14 @@ class NeedSpec(_Spec):
     def _exactly_one(self) -> NeedSpec:
         kinds = [
             k
-            for k in ("key_vault_secret", "role_action", "graph_app_role", "sql", "setting")
+            for k in ("key_vault_secret", "role_action", "graph_app_role", "app_role", "sql",
+                      "setting")
             if getattr(self, k) is not None
         ]
         if len(kinds) != 1:
             raise ValueError(
                 "a need names exactly one of key_vault_secret, role_action, graph_app_role, "
-                f"sql, setting (got {', '.join(kinds) or 'none'})"
+                f"app_role, sql, setting (got {', '.join(kinds) or 'none'})"
             )
         if self.role_action is not None and self.scope is None:
             raise ValueError("role_action needs a scope")
@@ -307,6 +314,8 @@ def _parse_estate(text: str, source: str) -> EstateSpec:
 
 # --- what the names refer to, and the references between them ------------------------------
 
+# What Entra takes as an app role's value: no spaces, at most 120 characters.
+_APP_ROLE_VALUE = re.compile(r"[A-Za-z0-9._:-]{1,120}")
 # A scope's subscription segment, which an estate may give as a subscription's name.
 SUB_IN_SCOPE = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
 
@@ -385,6 +394,15 @@ class EstateNames:
             return f"/subscriptions/{self.subscriptions[m.group(1)]}{scope[m.end():]}"
         return scope
 
+    def app_role_problem(self, grant: str) -> str | None:
+        """Why "api-principal/Role.Value" names no app role of an estate API, if it does not."""
+        api, _, value = grant.partition("/")
+        if api not in self.principals:
+            return f"{grant!r} is not 'api-principal/Role.Value' of a principal in the estate"
+        if value not in self.principals[api].app_roles:
+            return f"principal {api!r} exposes no app role {value!r}"
+        return None
+
     def principal_ref_problem(self, name: str) -> str | None:
         if name in self.principals or name in self.uais or name in self.automation:
             return None
@@ -448,7 +466,19 @@ def check_references(spec: EstateSpec) -> tuple[Loc, str] | None:
         for j, role in enumerate(p.graph_app_roles):
             if role not in GRAPH_APP_ROLES:
                 return ("principals", i, "graph_app_roles", j), f"unknown Graph app role {role!r}"
+        exposed: set[str] = set()
+        for j, value in enumerate(p.app_roles):
+            if not _APP_ROLE_VALUE.fullmatch(value):
+                return ("principals", i, "app_roles", j), (
+                    f"app role value {value!r} is not 1-120 letters, digits and . - _ :")
+            if value in exposed:
+                return ("principals", i, "app_roles", j), f"duplicate app role {value!r}"
+            exposed.add(value)
     names = EstateNames(spec)
+    for i, p in enumerate(spec.principals):
+        for j, grant in enumerate(p.api_app_roles):
+            if (msg := names.app_role_problem(grant)):
+                return ("principals", i, "api_app_roles", j), msg
     if spec.operator not in names.principals:
         return ("operator",), f"operator {spec.operator!r} is not one of the principals"
     for si, sub in enumerate(spec.subscriptions):
@@ -551,6 +581,8 @@ def _need_problem(need: NeedSpec, names: EstateNames, target: SiteSpec | SlotSpe
         return _scope_problem(names.scope(need.scope), names)
     if need.graph_app_role is not None and need.graph_app_role not in GRAPH_APP_ROLES:
         return f"unknown Graph app role {need.graph_app_role!r}"
+    if need.app_role is not None:
+        return names.app_role_problem(need.app_role)
     if need.sql is not None and need.sql not in target.connection_strings \
             and need.sql not in target.app_settings:
         return f"no connection string or app setting named {need.sql!r}"

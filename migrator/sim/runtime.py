@@ -306,6 +306,15 @@ class Runtime:
             return _need_label(need), ok, (
                 f"granted to {sp.display_name}" if ok else
                 f"Authorization_RequestDenied: {sp.display_name} lacks {need.graph_app_role}")
+        if need.app_role is not None:
+            # An API authorizes a caller by the `roles` claim of its token, which holds the
+            # app roles of that API granted to the caller's principal.
+            api, _, value = need.app_role.partition("/")
+            api_id = self.t.names.get(api, "")
+            ok = value in self.t.app_roles_of(sp.object_id, api_id)
+            return _need_label(need), ok, (
+                f"{api} accepts {sp.display_name}" if ok else
+                f"403 from {api}: the token of {sp.display_name} has no role {value}")
         return _need_label(need), False, "unknown need"
 
 
@@ -319,6 +328,8 @@ def _need_label(need: object) -> str:
         return f"{need.role_action} on {need.scope}"
     if need.graph_app_role:
         return f"graph {need.graph_app_role}"
+    if need.app_role:
+        return f"app role {need.app_role}"
     return "need"
 
 

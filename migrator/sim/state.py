@@ -21,6 +21,7 @@ from migrator.sim.catalog import (
     GRAPH_APP_ROLES,
     GRAPH_ROLE_NAMES,
     NAMESPACE,
+    app_role_id,
     derive_id,
     generate_client_secret,
 )
@@ -440,6 +441,14 @@ class Tenant:
             for a in self.assignments_of(principal_id)
         )
 
+    def app_roles_of(self, principal_id: str, resource_id: str) -> list[str]:
+        """Values of the app roles of the API `resource_id` granted to a principal."""
+        resource = self.service_principals.get(resource_id.lower())
+        values = {i: v for v, i in (resource.app_roles if resource else {}).items()}
+        return sorted(values.get(a.app_role_id, a.app_role_id)
+                      for a in self.app_role_assignments.values()
+                      if a.principal_id == principal_id and a.resource_id == resource_id)
+
     def graph_roles_of(self, principal_id: str) -> list[str]:
         """Names of the Graph application permissions granted to a principal."""
         return sorted(
@@ -582,11 +591,17 @@ def _build_tenant(spec: EstateSpec) -> Tenant:
                 s.display_name, _dt(s.start, epoch), _dt(s.expires, far)))
         tenant.applications[app.object_id] = app
         sp = ServicePrincipal(names.sp_object_id(p.name), app.app_id, p.name,
-                              account_enabled=p.enabled)
+                              account_enabled=p.enabled,
+                              app_roles={value: app_role_id(p.name, value)
+                                         for value in p.app_roles})
         tenant.service_principals[sp.object_id] = sp
         tenant.names[p.name] = sp.object_id
         for role in p.graph_app_roles:
             _grant_graph(tenant, sp.object_id, role)
+    for p in spec.principals:  # once every API exists
+        for grant in p.api_app_roles:
+            api, _, value = grant.partition("/")
+            _grant(tenant, tenant.names[p.name], tenant.names[api], app_role_id(api, value))
     for sub in spec.subscriptions:
         sid = names.subscriptions[sub.name]
         tenant.subscriptions[sid] = Subscription(
@@ -644,10 +659,12 @@ def role_assignment_name(scope: str, principal_id: str, role_id: str) -> str:
 
 
 def _grant_graph(tenant: Tenant, principal_id: str, role: str) -> None:
-    rid = GRAPH_APP_ROLES[role]
-    aid = derive_id("app-role-assignment", f"{principal_id}|{rid}")
-    tenant.app_role_assignments[aid] = AppRoleAssignment(aid, principal_id,
-                                                         tenant.graph_sp.object_id, rid)
+    _grant(tenant, principal_id, tenant.graph_sp.object_id, GRAPH_APP_ROLES[role])
+
+
+def _grant(tenant: Tenant, principal_id: str, resource_id: str, role_id: str) -> None:
+    aid = derive_id("app-role-assignment", f"{principal_id}|{role_id}")  # role ids are unique
+    tenant.app_role_assignments[aid] = AppRoleAssignment(aid, principal_id, resource_id, role_id)
 
 
 def _build_site(tenant: Tenant, names: EstateNames, sid: str, rg: str, location: str,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.sim.catalog import derive_id
+from migrator.sim.catalog import GRAPH_APP_ROLES, app_role_id, derive_id
 from migrator.sim.estate import EstateError, load_estate, parse_estate
 from migrator.sim.state import build_tenant
 
@@ -92,6 +92,19 @@ BAD = [
                                                      "scope: /subscriptions/qa"),
      r"role_assignments\[0\].scope: scope '/subscriptions/qa' names an unknown subscription"),
     ("not a mapping", "- just\n- a list\n", r"the estate is a YAML mapping"),
+    ("grant of an app role no API exposes",
+     BASE.replace("  - name: app-sp\n", "  - name: app-sp\n    api_app_roles: [op/Orders.Read]\n"),
+     r"principals\[1\].api_app_roles\[0\]: principal 'op' exposes no app role 'Orders.Read'"),
+    ("grant of an unknown API",
+     BASE.replace("  - name: app-sp\n", "  - name: app-sp\n    api_app_roles: [Orders.Read]\n"),
+     r"api_app_roles\[0\]: 'Orders.Read' is not 'api-principal/Role.Value'"),
+    ("app role with a space",
+     BASE.replace("  - name: app-sp\n", "  - name: app-sp\n    app_roles: [Orders Read]\n"),
+     r"principals\[1\].app_roles\[0\]: app role value 'Orders Read' is not"),
+    ("need of an app role no API exposes", BASE.replace(
+        "            app_settings:",
+        "            needs: [{app_role: app-sp/Orders.Read}]\n            app_settings:"),
+     r"sites\[0\].needs\[0\]: principal 'app-sp' exposes no app role 'Orders.Read'"),
 ]
 
 
@@ -104,6 +117,28 @@ def test_malformed_estates_get_one_line_naming_file_place_problem(
     assert "\n" not in message
     assert message.startswith("estate.yaml: ")
     assert re.search(expected, message), message
+
+
+def test_an_estate_api_exposes_app_roles_that_principals_are_granted() -> None:
+    text = BASE.replace("  - name: app-sp\n", "  - name: orders-api\n    app_roles: [Orders.Read]\n"
+                        "  - name: app-sp\n    api_app_roles: [orders-api/Orders.Read]\n")
+    tenant = build_tenant(parse_estate(text))
+    api, caller = tenant.names["orders-api"], tenant.names["app-sp"]
+    assert tenant.service_principals[api].app_roles == {
+        "Orders.Read": app_role_id("orders-api", "Orders.Read")}
+    assert tenant.app_roles_of(caller, api) == ["Orders.Read"]
+    assert tenant.graph_roles_of(caller) == []
+
+
+def test_the_graph_catalog_holds_microsofts_published_application_permission_ids() -> None:
+    # Spot checks against microsoft-graph-docs-contrib concepts/includes/permissions-ids.md
+    # ("Application" rows), not the delegated ids of the same names.
+    assert len(GRAPH_APP_ROLES) >= 40
+    assert len(set(GRAPH_APP_ROLES.values())) == len(GRAPH_APP_ROLES)
+    assert GRAPH_APP_ROLES["User.Read.All"] == "df021288-bdef-4463-88db-98f22de89214"
+    assert GRAPH_APP_ROLES["Sites.Manage.All"] == "0c0bf378-bf22-4481-8f81-9e89a9b4960a"
+    assert GRAPH_APP_ROLES["Group.ReadWrite.All"] == "62a82d76-70ea-41e2-9197-370581804d09"
+    assert GRAPH_APP_ROLES["Mail.Send"] == "b633e1c5-b582-4048-a93e-9f11b44c7e96"
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
