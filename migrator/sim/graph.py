@@ -57,6 +57,12 @@ ASSIGN_ROLES = frozenset({"AppRoleAssignment.ReadWrite.All"})
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 999
+# `$expand` on a relationship of directory objects returns at most 20 related objects and no
+# next link for the rest, and a page of a request with `$expand` holds at most 100 objects
+# whatever `$top` says (Graph known issue 13635, developer.microsoft.com/graph/known-issues;
+# learn.microsoft.com/graph/query-parameters#expand-parameter). The scanner must notice.
+EXPAND_LIMIT = 20
+EXPAND_PAGE_SIZE = 100
 DEFAULT_ACCESS_ROLE_ID = "00000000-0000-0000-0000-000000000000"
 MICROSOFT_SERVICES_TENANT = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"  # owns first-party apps
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -437,12 +443,13 @@ def _context_suffix(fields: list[str] | None) -> str:
 
 def _page_size(request: Request) -> int:
     raw = request.query_params.get("$top")
+    expanded = bool(request.query_params.get("$expand"))
     if raw is None:
         return DEFAULT_PAGE_SIZE
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
         raise bad_request(f"Invalid page size specified: '{raw}'. Must be between 1 and "
                           f"{MAX_PAGE_SIZE} inclusive.", "Request_BadRequest")
-    return int(raw)
+    return min(int(raw), EXPAND_PAGE_SIZE) if expanded else int(raw)
 
 
 def collection_response(ctx: SimContext, request: Request, items: list[Json], *,
@@ -721,7 +728,8 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
                     assignment_json(tenant, a))
 
         def expand(item: Json) -> Json:
-            return item | {"appRoleAssignments": by_principal.get(str(item["id"]).lower(), [])}
+            granted = by_principal.get(str(item["id"]).lower(), [])
+            return item | {"appRoleAssignments": granted[:EXPAND_LIMIT]}
 
         return expand
 
