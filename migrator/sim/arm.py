@@ -564,7 +564,8 @@ class Arm:
                 "roleDefinitionId": (f"{prefix}/providers/Microsoft.Authorization/"
                                      f"roleDefinitions/{ra.role_definition_id}"),
                 "principalId": ra.principal_id, "principalType": ra.principal_type,
-                "scope": ra.scope, "condition": None, "conditionVersion": None,
+                "scope": ra.scope, "condition": ra.condition,
+                "conditionVersion": ra.condition_version,
                 "createdOn": created, "updatedOn": created, "createdBy": None,
                 "updatedBy": None, "delegatedManagedIdentityResourceId": None,
                 "description": None,
@@ -625,6 +626,10 @@ class Arm:
                 "might be related to a replication delay. In this case, set the role "
                 "assignment principalType property to a value, such as ServicePrincipal, "
                 "User, or Group.  See https://aka.ms/docs-principaltype"))
+        condition = props.get("condition") or None
+        version = props.get("conditionVersion") or None
+        if condition is not None and version is None:
+            version = "2.0"  # the default when a condition comes without its version (docs)
         existing = self.t.role_assignments.get(name)
         if existing is not None:
             same = (existing.principal_id == principal_id
@@ -634,6 +639,8 @@ class Arm:
                 raise SimError(400, "RoleAssignmentUpdateNotPermitted", (
                     "Tenant ID, application ID, principal ID, and scope are not allowed to be "
                     "updated."))
+            # Only the condition, its version and the description can be edited.
+            existing.condition, existing.condition_version = condition, version
             return _json(self.assignment_json(existing), 201)
         duplicate = next((a for a in self.t.role_assignments.values()
                           if a.principal_id == principal_id and a.role_definition_id == role.id
@@ -643,7 +650,8 @@ class Arm:
                            f"The role assignment already exists. The ID of the existing role "
                            f"assignment is {duplicate.name.replace('-', '')}.")
         ra = RoleAssignment(name, scope, role.id, principal_id,
-                            str(principal_type or "ServicePrincipal"), utcnow())
+                            str(principal_type or "ServicePrincipal"), utcnow(),
+                            condition=condition, condition_version=version)
         self.t.role_assignments[name] = ra
         return _json(self.assignment_json(ra), 201)
 

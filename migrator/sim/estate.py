@@ -21,6 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from migrator.sim.catalog import GRAPH_APP_ROLES, derive_id, generate_client_secret
+from migrator.sim.conditions import ConditionError
+from migrator.sim.conditions import parse as parse_condition
 from migrator.sim.rbac import ROLES_BY_ID, ROLES_BY_NAME
 
 
@@ -203,6 +205,9 @@ class RoleAssignmentSpec(_Spec):
     principal: str
     role: str
     scope: str
+    # An ABAC condition (the subset sim.conditions evaluates), e.g. blob reads in one container.
+    condition: str | None = None
+    condition_version: Literal["2.0"] | None = None
 
 
 class EstateSpec(_Spec):
@@ -559,6 +564,11 @@ def check_references(spec: EstateSpec) -> tuple[Loc, str] | None:
             return (*loc, "role"), f"unknown role {ra.role!r}"
         if (msg := _scope_problem(names.scope(ra.scope), names)):
             return (*loc, "scope"), msg
+        if ra.condition is not None:
+            try:
+                parse_condition(ra.condition)
+            except ConditionError as exc:
+                return (*loc, "condition"), str(exc)
     return None
 
 

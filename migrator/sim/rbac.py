@@ -46,8 +46,12 @@ def _pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(out)
 
 
-def _match(pattern: str, action: str) -> bool:
+def action_matches(pattern: str, action: str) -> bool:
+    """Whether `action` is one that the role-definition `pattern` (with wildcards) names."""
     return _pattern(pattern).fullmatch(action.lower()) is not None
+
+
+_match = action_matches
 
 
 _KV_SECRETS = "Microsoft.KeyVault/vaults/secrets"

@@ -105,6 +105,8 @@ class RoleAssignment:
     principal_id: str
     principal_type: str = "ServicePrincipal"
     created: datetime = field(default_factory=utcnow)
+    condition: str | None = None  # ABAC (sim.conditions); narrows what the role allows
+    condition_version: str | None = None
 
     @property
     def id(self) -> str:
@@ -422,12 +424,15 @@ class Tenant:
         return self.role_assignments.find(principal_id)
 
     def can(self, principal_id: str, action: str, scope: str, *, data: bool = False) -> bool:
-        """RBAC: any assignment at or above `scope` whose role allows `action`."""
+        """RBAC: any assignment at or above `scope` whose role allows `action`, and whose
+        condition, if it has one, allows it there."""
+        from migrator.sim.conditions import allows
         from migrator.sim.rbac import scope_covers
 
         for a in self.assignments_of(principal_id):
             role = self.role_definitions.get(a.role_definition_id)
-            if role and scope_covers(a.scope, scope) and role.allows(action, data=data):
+            if role and scope_covers(a.scope, scope) and role.allows(action, data=data) \
+                    and allows(a.condition, action, scope):
                 return True
         return False
 
@@ -649,7 +654,9 @@ def _build_tenant(spec: EstateSpec) -> Tenant:
         scope = names.scope(ra.scope)
         pid = tenant.names[ra.principal]
         name = role_assignment_name(scope, pid, definition.id)
-        tenant.role_assignments[name] = RoleAssignment(name, scope, definition.id, pid)
+        tenant.role_assignments[name] = RoleAssignment(
+            name, scope, definition.id, pid, condition=ra.condition,
+            condition_version=(ra.condition_version or "2.0") if ra.condition else None)
     return tenant
 
 

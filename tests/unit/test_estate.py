@@ -101,6 +101,10 @@ BAD = [
     ("app role with a space",
      BASE.replace("  - name: app-sp\n", "  - name: app-sp\n    app_roles: [Orders Read]\n"),
      r"principals\[1\].app_roles\[0\]: app role value 'Orders Read' is not"),
+    ("condition the simulator cannot evaluate", BASE.replace(
+        "role: Owner, scope: /subscriptions/prod}",
+        "role: Owner, scope: /subscriptions/prod, condition: \"@Resource[x] Resembles 'y'\"}"),
+     r"role_assignments\[0\].condition: operator 'Resembles' is not one the simulator"),
     ("need of an app role no API exposes", BASE.replace(
         "            app_settings:",
         "            needs: [{app_role: app-sp/Orders.Read}]\n            app_settings:"),
