@@ -71,6 +71,8 @@ class RoleGrant:
     scope: str
     role_definition_id: str
     role_name: str
+    condition: str | None = None  # ABAC: the assignment allows the role only where it holds
+    condition_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -458,7 +458,8 @@ class Scanner:
             vaults = list(state.vaults)
         roles = tuple(sorted(
             {RoleGrant(a.scope, a.role_definition_id,
-                       names.get(a.role_definition_id, a.role_definition_id))
+                       names.get(a.role_definition_id, a.role_definition_id),
+                       a.condition, a.condition_version)
              for a in assignments},
             key=lambda g: (g.scope.lower(), g.role_name)))
         policies = tuple(

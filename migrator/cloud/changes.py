@@ -175,6 +175,8 @@ def _role_record(assignment: Any) -> RoleAssignmentRecord:
         role_definition_id=_guid(assignment.role_definition_id),
         principal_id=str(assignment.principal_id).lower(),
         principal_type=enum_text(assignment.principal_type),
+        condition=assignment.condition or None,
+        condition_version=assignment.condition_version or None,
     )
 
 
@@ -449,10 +451,13 @@ class CloudChanges:
                 and a.role_definition_id == role_guid
                 and a.principal_id == principal_id.lower()]
 
-    def create_role_assignment(self, scope: str, role_definition_id: str,
-                               principal_id: str) -> RoleAssignmentRecord:
-        """Assign a role to a managed identity at a scope, under the deterministic name; an
-        assignment already there (ours, or one made by someone else) is returned as is.
+    def create_role_assignment(self, scope: str, role_definition_id: str, principal_id: str,
+                               condition: str | None = None,
+                               condition_version: str | None = None) -> RoleAssignmentRecord:
+        """Assign a role to a managed identity at a scope, under the deterministic name and
+        with `condition` verbatim (ARM lets a PUT of our own assignment change its condition);
+        an assignment someone else made with the same scope, role and principal is returned
+        as is, whatever its condition: the caller compares.
 
         principalType is always sent: ARM then accepts a principal still replicating, where it
         would otherwise answer PrincipalNotFound (and the SDK's default type is "User"). If it
@@ -467,7 +472,8 @@ class CloudChanges:
         name = role_assignment_name(scope, principal_id, role_guid)
         params = RoleAssignmentCreateParameters(
             role_definition_id=full_role_id, principal_id=principal_id,
-            principal_type=PRINCIPAL_TYPE)
+            principal_type=PRINCIPAL_TYPE, condition=condition,
+            condition_version=(condition_version or "2.0") if condition else None)
         client = self._authorization(scope)
         what = f"assign role {role_guid} to {principal_id} at {scope}"
         try:

@@ -51,6 +51,10 @@ class RoleAssignmentRecord:
     role_definition_id: str  # the GUID
     principal_id: str
     principal_type: str
+    # An ABAC condition narrows what the role allows; copying the assignment without it would
+    # grant more than the principal had.
+    condition: str | None = None
+    condition_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class RightsAdapter:
                 role_definition_id=_guid(a.role_definition_id),
                 principal_id=str(a.principal_id).lower(),
                 principal_type=str(getattr(a.principal_type, "value", a.principal_type)),
+                condition=a.condition or None, condition_version=a.condition_version or None,
             )
             for a in client.role_assignments.list_for_subscription()
         ])

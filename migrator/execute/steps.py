@@ -277,11 +277,21 @@ class _AssignUserAssignedIdentity:
 # --- grant ---------------------------------------------------------------------------------
 
 
-def _role_present(ctx: StepContext, scope: str, role: str, principal_id: str) -> bool:
+def _role_present(ctx: StepContext, scope: str, role: str, principal_id: str,
+                  condition: str | None = None, *, any_condition: bool = False,
+                  exact: bool = False) -> bool:
+    """Whether the principal holds the role at exactly this scope, allowing at least what
+    `condition` allows: an unconditioned assignment does, one under the very same condition
+    does, and one under any other condition does not (it may allow less, or other things).
+    `exact` wants the very condition (an unconditioned one would allow more);
+    `any_condition` asks whether it holds the role there at all."""
     subscription = scope.split("/")[2] if scope.lower().startswith("/subscriptions/") else ""
     return any(a.scope.lower() == scope.lower()
                and a.role_definition_id.rsplit("/", 1)[-1].lower() == role.rsplit("/", 1)[-1]
-               .lower() for a in ctx.cloud.role_assignments_for(principal_id, subscription))
+               .lower()
+               and (any_condition or a.condition == condition
+                    or (a.condition is None and not exact))
+               for a in ctx.cloud.role_assignments_for(principal_id, subscription))
 
 
 class _RoleAssignment:
@@ -289,7 +299,8 @@ class _RoleAssignment:
         assert isinstance(step.params, RoleAssignment)
         p = step.params
         principal = ctx.identity().principal_id
-        return {"existed": _role_present(ctx, p.scope, p.role_definition_id, principal),
+        return {"existed": _role_present(ctx, p.scope, p.role_definition_id, principal,
+                                         p.condition),
                 "principal_id": principal}
 
     def do(self, ctx: StepContext, step: Step, before: Mapping[str, Any]) -> Result:
@@ -297,13 +308,26 @@ class _RoleAssignment:
         p = step.params
         principal = ctx.identity().principal_id
         made = _replicated(ctx, lambda: ctx.cloud.create_role_assignment(
-            p.scope, p.role_definition_id, principal))
+            p.scope, p.role_definition_id, principal, p.condition, p.condition_version))
+        broader_before = made.condition is None and before.get("existed")
+        if made.condition != p.condition and not broader_before:
+            # Someone else's assignment of the role under another condition (ARM keeps one
+            # per principal, role and scope; rewriting theirs is not this plan's to do), or
+            # ours without its condition, which would allow more than the principal had.
+            held = (f"under another condition (assignment {made.id})" if made.condition
+                    else f"without the condition the plan copies (assignment {made.id})")
+            raise StepError(f"{ctx.app.name}: the identity holds {p.role_name} on {p.scope} "
+                            f"{held}; reconcile the two by hand, then resume")
         return {"assignment_id": made.id}
 
     def verify(self, ctx: StepContext, step: Step, before: Mapping[str, Any]) -> bool:
+        """After this step's own grant, the very condition; when the identity held the role
+        before the plan (or for the stage's rights check, `before` empty), at least it."""
         assert isinstance(step.params, RoleAssignment)
         p = step.params
-        return _role_present(ctx, p.scope, p.role_definition_id, ctx.identity().principal_id)
+        made_here = "existed" in before and not before["existed"]
+        return _role_present(ctx, p.scope, p.role_definition_id, ctx.identity().principal_id,
+                             p.condition, exact=made_here)
 
     def undo(self, ctx: StepContext, step: Step, before: Mapping[str, Any],
              result: Mapping[str, Any]) -> Result:
@@ -834,7 +858,8 @@ class _RemoveRoleAssignment:
     def snapshot(self, ctx: StepContext, step: Step) -> Before:
         assert isinstance(step.params, RemoveRoleAssignment)
         p = step.params
-        return {"present": _role_present(ctx, p.scope, p.role_definition_id, p.principal_id)}
+        return {"present": _role_present(ctx, p.scope, p.role_definition_id, p.principal_id,
+                                         any_condition=True)}
 
     def do(self, ctx: StepContext, step: Step, before: Mapping[str, Any]) -> Result:
         assert isinstance(step.params, RemoveRoleAssignment)
@@ -845,14 +870,16 @@ class _RemoveRoleAssignment:
     def verify(self, ctx: StepContext, step: Step, before: Mapping[str, Any]) -> bool:
         assert isinstance(step.params, RemoveRoleAssignment)
         p = step.params
-        return not _role_present(ctx, p.scope, p.role_definition_id, p.principal_id)
+        return not _role_present(ctx, p.scope, p.role_definition_id, p.principal_id,
+                                 any_condition=True)
 
     def undo(self, ctx: StepContext, step: Step, before: Mapping[str, Any],
              result: Mapping[str, Any]) -> Result:
         assert isinstance(step.params, RemoveRoleAssignment)
         p = step.params
         if before.get("present"):
-            ctx.cloud.create_role_assignment(p.scope, p.role_definition_id, p.principal_id)
+            ctx.cloud.create_role_assignment(p.scope, p.role_definition_id, p.principal_id,
+                                             p.condition, p.condition_version)
         return {}
 
 

@@ -14,9 +14,9 @@ JSON. A hand-edited step without a matching digest is refused on load (`load_pla
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 SCHEMA_VERSION: Literal["1"] = "1"
 
@@ -159,7 +159,23 @@ class AssignUserAssignedIdentity(_Model):
         None, description="Kept as it is: Key Vault references resolve as before.")
 
 
-class RoleAssignment(_Model):
+class _Conditioned(_Model):
+    """A role assignment's optional ABAC condition. Left out of the plan file when there is
+    none, so that plans written before conditions were copied keep their digests."""
+
+    condition: str | None = None
+    condition_version: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_no_condition(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.condition is None:
+            data.pop("condition", None)
+            data.pop("condition_version", None)
+        return data
+
+
+class RoleAssignment(_Conditioned):
     kind: Literal["role-assignment"] = "role-assignment"
     scope: str
     role_definition_id: str
@@ -167,6 +183,10 @@ class RoleAssignment(_Model):
     principal_id: str = IDENTITY_PRINCIPAL_ID
     principal_type: Literal["ServicePrincipal"] = "ServicePrincipal"
     copied_from: str = Field(description="App id of the principal that holds it now.")
+    condition: str | None = Field(
+        None, description="The ABAC condition of the principal's assignment, verbatim: without "
+                          "it the copy would grant more than the principal had.")
+    condition_version: str | None = None
 
 
 class VaultAccessPolicy(_Model):
@@ -267,12 +287,14 @@ class RemovePasswordCredential(_Model):
         (), description="Other apps holding the same credential: each must be swapped first.")
 
 
-class RemoveRoleAssignment(_Model):
+class RemoveRoleAssignment(_Conditioned):
     kind: Literal["remove-role-assignment"] = "remove-role-assignment"
     principal_id: str
     scope: str
     role_definition_id: str
     role_name: str
+    condition: str | None = Field(None, description="Restored with the assignment on undo.")
+    condition_version: str | None = None
 
 
 class RemoveVaultAccessPolicy(_Model):

@@ -26,7 +26,14 @@ from datetime import datetime, timezone
 from typing import TypeVar
 
 from migrator.detect.findings import FindingKind, SecretFinding, SettingRef
-from migrator.inventory import UNREAD_PRINCIPAL, AppInventory, Inventory, PrincipalInventory, Usage
+from migrator.inventory import (
+    UNREAD_PRINCIPAL,
+    AppInventory,
+    Inventory,
+    PrincipalInventory,
+    RoleGrant,
+    Usage,
+)
 from migrator.plan.integrity import seal
 from migrator.plan.model import (
     IDENTITY_CLIENT_ID,
@@ -477,9 +484,8 @@ class _Planner:
         app_roles: dict[tuple[str, str], GraphAppRole] = {}
         for p in self._rights(d, identity):
             for r in p.role_assignments:
-                roles.setdefault((r.scope.lower(), r.role_definition_id.lower()), RoleAssignment(
-                    scope=r.scope, role_definition_id=r.role_definition_id,
-                    role_name=r.role_name, copied_from=p.app_id))
+                key = (r.scope.lower(), r.role_definition_id.lower())
+                roles[key] = _merged_role(roles.get(key), r, p.app_id, decisions)
             for v in p.vault_policies:
                 if v.rbac_vault:
                     decisions.append(Decision(
@@ -502,7 +508,8 @@ class _Planner:
                     copied_from=p.app_id))
         for role_key in sorted(roles):
             role = roles[role_key]
-            steps.add(f"Grant {who} {role.role_name} on {role.scope}", role,
+            limited = f" under the condition {role.condition}" if role.condition else ""
+            steps.add(f"Grant {who} {role.role_name} on {role.scope}{limited}", role,
                       Undo(action="remove-role-assignment",
                            description=f"remove that {role.role_name} assignment"),
                       shared_with=others)
@@ -736,7 +743,8 @@ class _Planner:
             steps.add(f"Remove {record.display_name}'s {r.role_name} on {r.scope}",
                       RemoveRoleAssignment(principal_id=record.object_id, scope=r.scope,
                                            role_definition_id=r.role_definition_id,
-                                           role_name=r.role_name),
+                                           role_name=r.role_name, condition=r.condition,
+                                           condition_version=r.condition_version),
                       Undo(action="re-add-role-assignment",
                            description="assign the role to the principal again"))
         for v in inv.vault_policies:
@@ -819,6 +827,33 @@ def _finding(f: SecretFinding) -> Finding:
         rule=f.rule, client_id=f.client_id, hint=f.hint,
         key_vault=f"{f.key_vault.vault}/{f.key_vault.secret}" if f.key_vault else None,
         note=f.note)
+
+
+def _merged_role(known: RoleAssignment | None, grant: RoleGrant, app_id: str,
+                 decisions: list[Decision]) -> RoleAssignment:
+    """The assignment that gives the identity what each principal had of one role at one
+    scope. ARM keeps one assignment per principal, role and scope, so two principals' grants
+    become one: unconditioned if either was (it allows everything the other did), else the
+    conditions joined with OR (either one's access, and no more); a condition is never
+    dropped, since that would widen access."""
+    if known is None:
+        return RoleAssignment(scope=grant.scope, role_definition_id=grant.role_definition_id,
+                              role_name=grant.role_name, copied_from=app_id,
+                              condition=grant.condition,
+                              condition_version=grant.condition_version if grant.condition
+                              else None)
+    if known.condition is None or grant.condition == known.condition:
+        return known
+    if grant.condition is None:
+        return known.model_copy(update={"condition": None, "condition_version": None})
+    decisions.append(Decision(
+        topic=f"{grant.role_name} on {grant.scope}",
+        choice="conditions joined with OR",
+        reason="the principals sharing this identity hold the role there under different "
+               "conditions; one assignment allows what either allowed"))
+    return known.model_copy(update={
+        "condition": f"({known.condition}) OR ({grant.condition})",
+        "condition_version": known.condition_version or grant.condition_version or "2.0"})
 
 
 def _merge(a: Iterable[str], b: Iterable[str]) -> tuple[str, ...]:

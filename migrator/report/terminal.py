@@ -101,7 +101,8 @@ def render_inventory(inventory: Inventory, console: Console) -> None:
             table.add_column(column, overflow="fold")
         for p in inventory.principals:
             apps = [markup(a) for a in sorted({u.app for u in p.used_by})]
-            roles = [markup(f"{r.role_name} @ {_short_scope(r.scope)}")
+            roles = [markup(f"{r.role_name} @ {_short_scope(r.scope)}"
+                            + (" (with a condition)" if r.condition else ""))
                      for r in p.role_assignments]
             vaults = [markup(f"{v.vault_name}: {', '.join(v.secrets) or '-'}")
                       for v in p.vault_policies]
