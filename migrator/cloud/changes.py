@@ -586,8 +586,16 @@ class CloudChanges:
     # -- Graph: app-role assignments -----------------------------------------------------------
 
     def app_role_assignments(self, principal_id: str) -> list[AppRoleGrantRecord]:
-        """The application permissions a principal holds (Graph's, and other APIs')."""
-        return list(self._graph._grants(principal_id))
+        """The application permissions a principal holds (Graph's, and other APIs').
+
+        Graph answers 404 for a managed identity it does not know yet (Entra replication):
+        PrincipalNotReplicated, so that the caller waits instead of failing the step."""
+        try:
+            return list(self._graph._grants(principal_id))
+        except AzureCallError as exc:
+            if exc.status == 404:
+                raise _retyped(exc, PrincipalNotReplicated) from None
+            raise
 
     def assign_app_role(self, principal_id: str, resource_id: str, app_role_id: str) -> str:
         """Grant an app role of a resource (Microsoft Graph's principal, say) to an identity;
@@ -595,12 +603,7 @@ class CloudChanges:
         what = f"assign app role {app_role_id} of {resource_id} to {principal_id}"
 
         def existing() -> str | None:
-            try:
-                grants = self._graph._grants(principal_id)
-            except AzureCallError as exc:
-                if exc.status == 404:
-                    raise _retyped(exc, PrincipalNotReplicated) from None
-                raise
+            grants = self.app_role_assignments(principal_id)
             return next((g.id for g in grants if g.resource_id.lower() == resource_id.lower()
                          and g.app_role_id.lower() == app_role_id.lower()), None)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -651,7 +652,8 @@ class Arm:
                            f"assignment is {duplicate.name.replace('-', '')}.")
         ra = RoleAssignment(name, scope, role.id, principal_id,
                             str(principal_type or "ServicePrincipal"), utcnow(),
-                            condition=condition, condition_version=version)
+                            condition=condition, condition_version=version,
+                            effective_at=time.monotonic() + self.t.rbac_delay)
         self.t.role_assignments[name] = ra
         return _json(self.assignment_json(ra), 201)
 

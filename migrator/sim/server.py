@@ -30,7 +30,7 @@ from migrator.sim import admin, arm, entra, graph, keyvault
 from migrator.sim.context import SimContext
 from migrator.sim.estate import EstateSpec
 from migrator.sim.faults import FaultConfig, FaultMiddleware
-from migrator.sim.state import Tenant, build_tenant
+from migrator.sim.state import REALISTIC_DELAYS, Delays, Tenant, build_tenant
 from migrator.sim.tokens import TokenIssuer
 
 HOST = "127.0.0.1"
@@ -100,9 +100,12 @@ class SimServer:
     """A running simulator. Use as a context manager, or `start()` / `stop()`."""
 
     def __init__(self, spec: EstateSpec, state_dir: Path, *, port: int = 0,
-                 tenant: Tenant | None = None, faults: FaultConfig | None = None) -> None:
+                 tenant: Tenant | None = None, faults: FaultConfig | None = None,
+                 delays: Delays = REALISTIC_DELAYS) -> None:
         self.spec = spec
         self.tenant = tenant if tenant is not None else build_tenant(spec)
+        self.tenant.replication_delay = delays.replication
+        self.tenant.rbac_delay = delays.rbac
         self.state_dir = state_dir
         self.port = port
         self.faults = faults if faults is not None else FaultConfig()

@@ -97,6 +97,29 @@ class AppRoleAssignment:
     created: datetime = field(default_factory=utcnow)
 
 
+@dataclass(frozen=True)
+class Delays:
+    """How long Azure takes to make a change known, which a simulator must not skip.
+
+    A new managed identity's principal is unknown to RBAC and Graph for a while (Entra
+    replication: PrincipalNotFound on a role assignment), and a role assignment reaches
+    data-plane authorization minutes after it is made (AZURE-FACTS, "RBAC"; Microsoft's
+    "Troubleshoot Azure RBAC", symptom "Role assignment changes are not being detected": up to
+    10 minutes, up to 30 with Resource Manager's caching). `REALISTIC` is
+    what `migrator sim serve` uses unless told otherwise; tests and the demo shorten them and
+    say so, never to zero by accident.
+    """
+
+    replication: float = 20.0
+    rbac: float = 120.0
+
+
+REALISTIC_DELAYS = Delays()
+SHORT_DELAYS = Delays(replication=0.5, rbac=2.0)  # for tests and the demo: seconds, not minutes
+# Only for tests of other behaviour of the simulator itself, which pass it by name.
+NO_DELAYS = Delays(replication=0.0, rbac=0.0)
+
+
 @dataclass
 class RoleAssignment:
     name: str  # a GUID
@@ -107,6 +130,7 @@ class RoleAssignment:
     created: datetime = field(default_factory=utcnow)
     condition: str | None = None  # ABAC (sim.conditions); narrows what the role allows
     condition_version: str | None = None
+    effective_at: float = 0.0  # monotonic time from which data-plane checks honour it
 
     @property
     def id(self) -> str:
@@ -368,7 +392,9 @@ class Tenant:
         self.identity_headers: dict[str, str] = {}  # X-IDENTITY-HEADER -> resource id
         self.webapps_by_id: dict[str, WebApp] = {}  # lowercase resource id
         self.automation_accounts: dict[str, AutomationAccount] = {}  # lowercase resource id
+        # How long Azure takes to make a change known (see Delays); set by SimServer.
         self.replication_delay = 0.0  # seconds a new managed identity stays unknown
+        self.rbac_delay = 0.0  # seconds before a new role assignment reaches the data plane
         self.graph_sp = self._add_graph()
 
     # -- construction
@@ -429,7 +455,10 @@ class Tenant:
         from migrator.sim.conditions import allows
         from migrator.sim.rbac import scope_covers
 
+        now = time.monotonic()
         for a in self.assignments_of(principal_id):
+            if data and a.effective_at > now:
+                continue  # not propagated to the data plane yet
             role = self.role_definitions.get(a.role_definition_id)
             if role and scope_covers(a.scope, scope) and role.allows(action, data=data) \
                     and allows(a.condition, action, scope):

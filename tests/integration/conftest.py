@@ -30,7 +30,7 @@ from migrator.cloud.factory import ClientFactory, secret_credential
 from migrator.cloud.profiles import CloudProfile, load_profile
 from migrator.sim.estate import load_estate
 from migrator.sim.server import SimEndpoints, SimServer
-from migrator.sim.state import Tenant
+from migrator.sim.state import SHORT_DELAYS, Delays, Tenant
 
 T = TypeVar("T")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -163,9 +163,12 @@ class Sim:
 
 
 @contextmanager
-def running_sim(estate_path: Path, state_dir: Path) -> Iterator[Sim]:
-    """Start a simulator for an estate file; closes every factory it made, then stops."""
-    server = SimServer(load_estate(estate_path), state_dir)
+def running_sim(estate_path: Path, state_dir: Path, delays: Delays = SHORT_DELAYS
+                ) -> Iterator[Sim]:
+    """Start a simulator for an estate file; closes every factory it made, then stops.
+    Azure's replication and RBAC propagation are shortened from minutes to seconds for speed
+    unless `delays` says otherwise."""
+    server = SimServer(load_estate(estate_path), state_dir, delays=delays)
     with server as endpoints:
         running = Sim(server, endpoints)
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from migrator.cloud.changes import (
 )
 from migrator.cloud.errors import AzureCallError, InvalidResourceId, PrincipalNotReplicated
 from migrator.cloud.factory import ClientFactory, secret_credential
+from migrator.execute.steps import while_replicating
 
 pytestmark = pytest.mark.integration
 
@@ -569,19 +570,34 @@ def test_a_migration_made_of_these_calls_keeps_the_app_healthy(sim: Sim,
 
     identity = cloud.set_identity(target, "SystemAssigned", ())
     principal = str(identity.principal_id)
+
+    def replicated(call: Callable[[], object]) -> None:
+        # A new identity is unknown to RBAC and Graph for a while (the simulator's replication
+        # delay, as in Entra): the executor retries such calls, and so does this miniature.
+        while_replicating(call, timeout=sim.tenant.replication_delay + 10, sleep=time.sleep,
+                          max_wait=1)
+
     for ra in cloud.role_assignments_for(old, sim.subscription_id):
-        cloud.create_role_assignment(ra.scope, ra.role_definition_id, principal)
+        replicated(lambda ra=ra: cloud.create_role_assignment(ra.scope, ra.role_definition_id,
+                                                               principal))
     for policy in cloud.vault(vault_id(sim)).access_policies:
         if policy.object_id == old:
             cloud.add_access_policy(vault_id(sim), principal, policy.secrets, policy.keys,
                                     policy.certificates)
     for grant in cloud.app_role_assignments(old):
-        cloud.assign_app_role(principal, grant.resource_id, grant.app_role_id)
+        replicated(lambda grant=grant: cloud.assign_app_role(principal, grant.resource_id,
+                                                             grant.app_role_id))
 
     settings = cloud.app_settings(target)
     cloud.set_app_settings(target, {k: v for k, v in settings.items() if k not in TRIO})
 
+    # The new role assignment reaches the data plane after the simulator's RBAC delay, as in
+    # Azure (minutes there): the app is healthy once it has.
+    deadline = time.monotonic() + sim.tenant.rbac_delay + 10
     probe = cloud.probe_health(state)
+    while not probe.ok and time.monotonic() < deadline:
+        time.sleep(0.2)
+        probe = cloud.probe_health(state)
     assert (probe.ok, probe.status) == (True, 200), probe.detail
     with sim.http() as http:
         health = http.get("/_sites/orders-api/api/health").json()

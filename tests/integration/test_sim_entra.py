@@ -252,6 +252,13 @@ def mi_credential(sim: Sim, **kwargs: Any) -> TokenCredential:
     return sim.track(ManagedIdentityCredential(**kwargs))
 
 
+def replicated(sim: Sim) -> None:
+    """Wait out Entra's replication of an identity just enabled: until then the token
+    endpoint answers "Identity not found", as App Service's does (the simulator's delay is
+    shortened to a fraction of a second for tests)."""
+    time.sleep(sim.tenant.replication_delay + 0.1)
+
+
 def test_managed_identity_credential_gets_the_sites_system_identity(
         sim: Sim, app_service_env: Callable[[str], None]) -> None:
     dev_api = site_resource_id(sim, "dev", "rg-dev", "dev-api")
@@ -316,6 +323,7 @@ def test_with_both_kinds_no_selection_means_the_system_identity(
         identity=ManagedServiceIdentity(type="SystemAssigned, UserAssigned"))).identity
     assert system is not None
     app_service_env(site_resource_id(sim, "prod", "rg-orders", "reports-fn"))
+    replicated(sim)
 
     token = mi_credential(sim).get_token(sim.profile.arm_scope)
 
@@ -402,6 +410,7 @@ def test_a_slots_token_is_the_slots_own_identity(
     assert site is not None
     assert slot is not None
     app_service_env(site_resource_id(sim, "prod", "rg-orders", "orders-api") + "/slots/staging")
+    replicated(sim)
 
     token = mi_credential(sim).get_token(sim.profile.arm_scope)
 
@@ -416,6 +425,7 @@ def test_disabling_the_system_identity_stops_its_tokens(
     web.web_apps.update("rg-orders", "orders-api", SitePatchResource(
         identity=ManagedServiceIdentity(type="SystemAssigned")))
     app_service_env(site_resource_id(sim, "prod", "rg-orders", "orders-api"))
+    replicated(sim)
     assert mi_credential(sim).get_token(sim.profile.arm_scope).token
 
     web.web_apps.update("rg-orders", "orders-api", SitePatchResource(

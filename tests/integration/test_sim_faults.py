@@ -36,6 +36,7 @@ from migrator.cloud.profiles import load_profile
 from migrator.sim.estate import load_estate
 from migrator.sim.faults import FaultConfig, FaultError
 from migrator.sim.server import SimEndpoints, SimServer
+from migrator.sim.state import NO_DELAYS
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +150,8 @@ class Sim:
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Sim]:
-    server = SimServer(load_estate(ESTATE), tmp_path / "sim")
+    # The simulator's own behaviour, without Azure's delays (test_sim_propagation pins those).
+    server = SimServer(load_estate(ESTATE), tmp_path / "sim", delays=NO_DELAYS)
     with server as ep:
         running = Sim(server, ep)
         try:

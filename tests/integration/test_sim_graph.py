@@ -44,7 +44,7 @@ from migrator.cloud.profiles import CloudProfile, load_profile
 from migrator.sim.catalog import GRAPH_APP_ID, GRAPH_APP_ROLES
 from migrator.sim.estate import load_estate
 from migrator.sim.server import SimEndpoints, SimServer
-from migrator.sim.state import Tenant
+from migrator.sim.state import NO_DELAYS, Tenant
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +117,8 @@ class Sim:
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
     spec = load_estate(FIXTURE)
-    server = SimServer(spec, tmp_path_factory.mktemp("sim-graph"))
+    # The simulator's own behaviour, without Azure's delays (test_sim_propagation pins those).
+    server = SimServer(spec, tmp_path_factory.mktemp("sim-graph"), delays=NO_DELAYS)
     with server as ep:
         state = Sim(server, ep, load_profile(str(ep.profile_path)))
         yield state

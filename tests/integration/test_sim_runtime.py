@@ -46,6 +46,7 @@ from migrator.cloud.profiles import load_profile
 from migrator.sim.estate import load_estate
 from migrator.sim.runtime import Runtime
 from migrator.sim.server import SimEndpoints, SimServer
+from migrator.sim.state import NO_DELAYS
 
 pytestmark = [
     pytest.mark.integration,
@@ -228,7 +229,8 @@ class Cloud:
 
 @pytest.fixture
 def cloud(tmp_path: Path) -> Iterator[Cloud]:
-    server = SimServer(load_estate(ESTATE), tmp_path / "sim")
+    # The simulator's own behaviour, without Azure's delays (test_sim_propagation pins those).
+    server = SimServer(load_estate(ESTATE), tmp_path / "sim", delays=NO_DELAYS)
     with server as ep:
         running = Cloud(server, ep)
         try:
