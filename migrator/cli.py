@@ -24,6 +24,7 @@ from typing_extensions import assert_never
 from migrator import __version__
 from migrator.cloud.errors import CloudError
 from migrator.sim.estate import EstateError
+from migrator.sim.state import REALISTIC_DELAYS
 from migrator.untrusted import markup, visible
 
 if TYPE_CHECKING:
@@ -101,12 +102,17 @@ def sim_serve(
              "arm:drop=0.01 (SERVICE arm|graph|entra|msi|keyvault; KIND "
              "429|500|503|drop).")] = None,
     replication_delay: Annotated[float, typer.Option(
-        help="Seconds a new managed identity stays unknown to RBAC and Graph.")] = 0.0,
+        help="Seconds a new managed identity stays unknown to RBAC and Graph, as in Azure "
+             "(Entra replication).")] = REALISTIC_DELAYS.replication,
+    rbac_delay: Annotated[float, typer.Option(
+        help="Seconds before a new role assignment reaches data-plane checks (the apps' "
+             "needs, Key Vault references); minutes in Azure.")] = REALISTIC_DELAYS.rbac,
 ) -> None:
     """Serve an estate over HTTPS on 127.0.0.1 until SIGINT/SIGTERM."""
     from migrator.sim.estate import load_estate
     from migrator.sim.faults import FaultConfig, FaultError
     from migrator.sim.server import SimServer
+    from migrator.sim.state import Delays
 
     try:
         spec = load_estate(estate)
@@ -115,8 +121,8 @@ def sim_serve(
     except (EstateError, FaultError) as exc:
         fail(str(exc))
     directory = state_dir or Path(tempfile.mkdtemp(prefix="migrator-sim-"))
-    server = SimServer(spec, directory, port=port, faults=faults)
-    server.tenant.replication_delay = replication_delay
+    server = SimServer(spec, directory, port=port, faults=faults,
+                       delays=Delays(replication=replication_delay, rbac=rbac_delay))
 
     def ready(endpoints: object) -> None:
         from migrator.sim.server import SimEndpoints
@@ -429,6 +435,11 @@ def apply(
     health_timeout: Annotated[float | None, typer.Option(
         help="Seconds to wait for the app's health check after the swap (default: the "
              "plan's).")] = None,
+    rbac_propagation: Annotated[float, typer.Option(
+        min=0.0, help="Seconds a new role assignment may take to reach data-plane "
+                      "authorization: an unhealthy swap is not rolled back before its app's new "
+                      "role assignments are this old (Azure documents up to 10 minutes).")
+    ] = 600.0,
     cleanup: Annotated[bool, typer.Option(
         help="Instead: remove the rights of principals that nothing uses any more (every "
              "app that used one is revoked; the plan holds nothing back).")] = False,
@@ -447,7 +458,7 @@ def apply(
     wanted = STAGES if stage is StageChoice.all else STAGES[:STAGES.index(Stage(stage.value)) + 1]
     options = ApplyOptions(apps=tuple(app_name or ()), stages=wanted,
                            soak=_parse_duration(soak), confirm_sql=confirm_sql,
-                           health_timeout=health_timeout)
+                           health_timeout=health_timeout, rbac_propagation=rbac_propagation)
     with _engine(plan_file, cloud, _events(out)) as engine:
         if cleanup:
             if not yes:

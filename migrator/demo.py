@@ -76,12 +76,16 @@ def run_demo(estate: Path | None = None, *, plan_name: str = "demo",
              progress: Callable[[str], None] = lambda _: None) -> DemoResult:
     from migrator.sim.estate import load_estate
     from migrator.sim.server import SimServer
+    from migrator.sim.state import SHORT_DELAYS
 
     path = estate or sample_estate()
     spec = load_estate(path)
     with tempfile.TemporaryDirectory(prefix="migrator-demo-") as state_dir, \
-            SimServer(spec, Path(state_dir)) as endpoints:
+            SimServer(spec, Path(state_dir), delays=SHORT_DELAYS) as endpoints:
         progress(f"simulated tenant {endpoints.tenant_id} at {endpoints.base_url}")
+        progress(f"Azure's propagation delays shortened for the demo: a new identity is known "
+                 f"after {SHORT_DELAYS.replication:g} s, a role assignment takes effect after "
+                 f"{SHORT_DELAYS.rbac:g} s (minutes in Azure)")
         profile = load_profile(str(endpoints.profile_path))
         credential = secret_credential(profile, endpoints.tenant_id,
                                        endpoints.operator_client_id, endpoints.operator_secret)

@@ -10,6 +10,7 @@ against Azure and either recorded done or done again (every step is idempotent).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ from migrator.plan.model import (
     Plan,
     PrincipalPlan,
     RemovePasswordCredential,
+    RoleAssignment,
     Stage,
     StagePlan,
     Step,
@@ -55,6 +57,7 @@ from migrator.plan.model import (
 
 T = TypeVar("T")
 DEFAULT_SOAK = timedelta(hours=24)
+DEFAULT_RBAC_PROPAGATION = 600.0  # seconds; Azure documents up to 10 minutes (AZURE-FACTS)
 TRANSIENT_ATTEMPTS = 8
 _DONE = (StepState.DONE, StepState.CONFIRMED)
 _FAILURES = (CloudError, StepError, RewriteError, StashError)
@@ -82,6 +85,10 @@ class ApplyOptions:
     confirm_sql: bool = False
     health_timeout: float | None = None  # None: the plan's
     replication_timeout: float = 300.0
+    # How long a new role assignment may take to reach data-plane authorization (Azure
+    # documents up to 10 minutes): the health check after a swap waits at least this long
+    # after the app's last new role assignment before it calls the swap a failure.
+    rbac_propagation: float = DEFAULT_RBAC_PROPAGATION
 
 
 Outcome = Literal["done", "refused", "failed", "rolled-back", "waiting"]
@@ -208,7 +215,8 @@ class Engine:
             for stage in STAGES:
                 if stage not in options.stages or self._stage_done(app, stage, last):
                     continue
-                out += [(app.name, stage, shown(s, app.name, options.health_timeout))
+                out += [(app.name, stage, shown(s, app, options.health_timeout,
+                                                options.rbac_propagation))
                         for s in _stage(app, stage).steps
                         if (e := last.get(s.id)) is None or e.state not in _DONE]
         return out
@@ -326,7 +334,25 @@ class Engine:
             identity=lambda: self._identity_with_retry(app, options),
             still_needed=self._still_needed(app), confirmed_sql=options.confirm_sql,
             replication_timeout=options.replication_timeout,
-            health_timeout=options.health_timeout, sleep=self.sleep, notes=notes)
+            health_timeout=options.health_timeout, sleep=self.sleep, notes=notes,
+            rbac_propagation=options.rbac_propagation,
+            rights_granted_at=lambda: self._rights_granted_at(app),
+            say=lambda text: self.events(EngineEvent("note", app.name, text)))
+
+    def _rights_granted_at(self, app: AppPlan) -> datetime | None:
+        """When the app's grant stage last made a role assignment the identity did not hold
+        before (from the journal, so a resumed run knows it too); None if it made none."""
+        kinds = {step.id: step.params.kind for stage in app.stages for step in stage.steps}
+        made: set[str] = set()
+        latest: datetime | None = None
+        for entry in self.journal.entries(self.plan.name, owner=app.name):
+            if entry.stage != Stage.GRANT.value or kinds.get(entry.step_id) != "role-assignment":
+                continue
+            if entry.state is StepState.STARTED and not entry.before.get("existed"):
+                made.add(entry.step_id)
+            elif entry.state is StepState.DONE and entry.step_id in made:
+                latest = entry.at if latest is None else max(latest, entry.at)
+        return latest
 
     def _identity_with_retry(self, app: AppPlan, options: ApplyOptions) -> IdentityFacts:
         return while_replicating(lambda: self._identity(app),
@@ -362,7 +388,7 @@ class Engine:
         last = self._last().get(step.id)
         if last is not None and last.state in _DONE:
             return
-        step = shown(step, ctx.app.name, ctx.health_timeout)
+        step = shown(step, ctx.app, ctx.health_timeout, ctx.rbac_propagation)
         self.activity = ("apply", app, step.title)
         self.events(EngineEvent("step", app, step.title))
         if last is not None and last.state in (StepState.STARTED, StepState.FAILED):
@@ -582,6 +608,8 @@ class Engine:
                       if isinstance(s.params, VerifyHealth)), None)
         if check is None:
             return None
+        # Back on its old principal, the app does not wait for the identity's new rights.
+        ctx = dataclasses.replace(ctx, rbac_propagation=0.0)
         try:
             self._patient(lambda: HANDLERS[check.params.kind].do(ctx, check, {}))
         except _FAILURES as exc:
@@ -693,13 +721,25 @@ class Engine:
         return AppProgress(app.name, app.status.value, reached, tuple(stages), next_step)
 
 
-def shown(step: Step, app: str, health_timeout: float | None) -> Step:
+def shown(step: Step, app: AppPlan, health_timeout: float | None,
+          rbac_propagation: float = 0.0) -> Step:
     """The step as this run will carry it out: a health check's title says the timeout the
-    operator chose (`--health-timeout`), not the plan's."""
+    operator chose (`--health-timeout`), not the plan's, and how long it may wait for new
+    role assignments to take effect (`--rbac-propagation`)."""
     p = step.params
-    if isinstance(p, VerifyHealth) and health_timeout is not None \
-            and health_timeout != p.timeout_seconds:
-        return step.model_copy(update={"title": verify_health_title(app, health_timeout)})
+    if not isinstance(p, VerifyHealth):
+        return step
+    timeout = health_timeout if health_timeout is not None else p.timeout_seconds
+    grants_roles = any(isinstance(s.params, RoleAssignment)
+                       for stage in app.stages if stage.stage is Stage.GRANT
+                       for s in stage.steps)
+    if grants_roles and rbac_propagation > timeout:
+        title = (f"{verify_health_title(app.name, timeout)}, but not before its new role "
+                 f"assignments are {rbac_propagation:g} s old (they take that long to take "
+                 "effect)")
+        return step.model_copy(update={"title": title})
+    if timeout != p.timeout_seconds:
+        return step.model_copy(update={"title": verify_health_title(app.name, timeout)})
     return step
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -113,6 +114,9 @@ class StepContext:
     sleep: Callable[[float], None] = time.sleep
     owner: str = ""  # whose steps in the journal: the app's name, or "principal/<app id>"
     notes: list[str] = field(default_factory=list)
+    rbac_propagation: float = 0.0  # seconds a new role assignment may take to take effect
+    rights_granted_at: Callable[[], datetime | None] = lambda: None
+    say: Callable[[str], None] = lambda _: None  # a note shown as it happens
 
     def stash_key(self, step: Step, part: str) -> str:
         return f"{self.plan.name}/{step.id}/{part}"
@@ -417,7 +421,8 @@ class _GraphAppRole:
         return {"assignment_id": made}
 
     def verify(self, ctx: StepContext, step: Step, before: Mapping[str, Any]) -> bool:
-        return self._existing(ctx, step, ctx.identity().principal_id) is not None
+        principal = ctx.identity().principal_id
+        return _replicated(ctx, lambda: self._existing(ctx, step, principal)) is not None
 
     def undo(self, ctx: StepContext, step: Step, before: Mapping[str, Any],
              result: Mapping[str, Any]) -> Result:
@@ -623,14 +628,37 @@ class _VerifyHealth(_Check):
             else step.params.timeout_seconds
         state = self._state(ctx, step)
         deadline = time.monotonic() + timeout
+        propagated = self._propagated_by(ctx)
+        waited_note = False
         while True:
             probe = ctx.cloud.probe_health(state)
             if probe.ok:
                 return {"status": probe.status}
-            if time.monotonic() >= deadline:
-                raise Unhealthy(f"{ctx.app.name} did not become healthy within {timeout:g} s "
+            now = time.monotonic()
+            if now >= deadline and propagated is not None and now < propagated:
+                if not waited_note:  # not a failure yet: the new rights may not be in force
+                    waited_note = True
+                    ctx.say(
+                        f"{ctx.app.name} was not healthy within {timeout:g} s; waiting up to "
+                        f"{propagated - now:.0f} s more, until its new role assignments have "
+                        f"had {ctx.rbac_propagation:g} s to take effect (--rbac-propagation)")
+            elif now >= deadline:
+                waited = f"{timeout:g} s" if not waited_note else (
+                    f"{timeout:g} s and the {ctx.rbac_propagation:g} s new role assignments "
+                    "may take to take effect")
+                raise Unhealthy(f"{ctx.app.name} did not become healthy within {waited} "
                                 f"(last answer: {probe.status or 'none'} {probe.detail})")
             ctx.sleep(ctx.health_interval)
+
+    @staticmethod
+    def _propagated_by(ctx: StepContext) -> float | None:
+        """The monotonic time by which the app's new role assignments have had the
+        propagation window, or None if it made none (or the window is over)."""
+        granted = ctx.rights_granted_at()
+        if granted is None or ctx.rbac_propagation <= 0:
+            return None
+        left = ctx.rbac_propagation - (datetime.now(timezone.utc) - granted).total_seconds()
+        return time.monotonic() + left if left > 0 else None
 
     def verify(self, ctx: StepContext, step: Step, before: Mapping[str, Any]) -> bool:
         return ctx.cloud.probe_health(self._state(ctx, step)).ok

@@ -7,6 +7,7 @@ succeeds with the credential its current settings resolve to."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -65,13 +66,13 @@ class Run:
 
     def apply(self, *apps: str, stages: tuple[Stage, ...] | None = None,
               **kw: Any) -> dict[str, Any]:
+        # The simulator's RBAC delay is seconds here (conftest): a short propagation window.
         options = ApplyOptions(apps=apps, soak=kw.pop("soak", timedelta(0)),
                                health_timeout=kw.pop("health_timeout", 20),
+                               rbac_propagation=kw.pop("rbac_propagation", 10),
                                replication_timeout=30, **kw)
         if stages is not None:
-            options = ApplyOptions(apps=apps, stages=stages, soak=options.soak,
-                                   health_timeout=options.health_timeout,
-                                   replication_timeout=30, confirm_sql=options.confirm_sql)
+            options = dataclasses.replace(options, stages=stages)
         outcomes = list(self.engine.apply(options))
         self.shown += [text for o in outcomes for text in (o.message, o.script or "", *o.notes)]
         return {o.app: o for o in outcomes}
