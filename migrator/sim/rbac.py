@@ -1,14 +1,17 @@
 """Azure RBAC as the simulator enforces it: built-in role definitions and action matching.
 
-Role ids and action lists are Azure's built-in ones (trimmed to what the simulator serves), so a
-plan that copies "Storage Blob Data Reader" by id copies the same role as in Azure.
+Role ids and action lists are Azure's built-in ones, the published catalog of 146 roles (see
+builtin_roles.json), so a plan that copies "Storage Blob Data Reader" by id copies the same role,
+with the same actions, as in Azure.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
+from importlib import resources
 
 
 @dataclass(frozen=True)
@@ -54,145 +57,32 @@ def action_matches(pattern: str, action: str) -> bool:
 _match = action_matches
 
 
-_KV_SECRETS = "Microsoft.KeyVault/vaults/secrets"
-BUILTIN_ROLES: tuple[RoleDefinition, ...] = (
-    RoleDefinition(
-        "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "Owner",
-        "Grants full access to manage all resources, including the ability to assign roles.",
-        actions=("*",),
-    ),
-    RoleDefinition(
-        "b24988ac-6180-42a0-ab88-20f7382dd24c", "Contributor",
-        "Grants full access to manage all resources, but does not allow you to assign roles.",
-        actions=("*",),
-        not_actions=(
-            "Microsoft.Authorization/*/Delete", "Microsoft.Authorization/*/Write",
-            "Microsoft.Authorization/elevateAccess/Action",
-        ),
-    ),
-    RoleDefinition(
-        "acdd72a7-3385-48ef-bd42-f606fba81ae7", "Reader",
-        "View all resources, but does not allow you to make any changes.",
-        actions=("*/read",),
-    ),
-    RoleDefinition(
-        "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9", "User Access Administrator",
-        "Lets you manage user access to Azure resources.",
-        actions=("*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"),
-    ),
-    RoleDefinition(
-        "f58310d9-a9f6-439a-9e8d-f62e7b41a168", "Role Based Access Control Administrator",
-        "Manage access to Azure resources by assigning roles using Azure RBAC.",
-        actions=(
-            "Microsoft.Authorization/roleAssignments/write",
-            "Microsoft.Authorization/roleAssignments/delete", "*/read",
-        ),
-    ),
-    RoleDefinition(
-        "de139f84-1756-47ae-9be6-808fbbe84772", "Website Contributor",
-        "Lets you manage websites (not web plans), but not access to them.",
-        actions=(
-            "Microsoft.Authorization/*/read", "Microsoft.Web/sites/*",
-            "Microsoft.Resources/subscriptions/resourceGroups/read",
-        ),
-    ),
-    RoleDefinition(
-        "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59", "Managed Identity Contributor",
-        "Create, Read, Update, and Delete User Assigned Identity",
-        actions=(
-            "Microsoft.ManagedIdentity/userAssignedIdentities/read",
-            "Microsoft.ManagedIdentity/userAssignedIdentities/write",
-            "Microsoft.ManagedIdentity/userAssignedIdentities/delete",
-            "Microsoft.Authorization/*/read",
-        ),
-    ),
-    RoleDefinition(
-        "f1a07417-d97a-45cb-824c-7a7467783830", "Managed Identity Operator",
-        "Read and Assign User Assigned Identity",
-        actions=(
-            "Microsoft.ManagedIdentity/userAssignedIdentities/*/read",
-            "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
-            "Microsoft.Authorization/*/read",
-        ),
-    ),
-    RoleDefinition(
-        "f25e0fa2-a7c8-4377-a976-54943a77a395", "Key Vault Contributor",
-        "Lets you manage key vaults, but not access to them.",
-        actions=("Microsoft.Authorization/*/read", "Microsoft.KeyVault/*"),
-        not_actions=("Microsoft.KeyVault/locations/deletedVaults/purge/action",),
-    ),
-    RoleDefinition(
-        "00482a5a-887f-4fb3-b363-3b7fe8e74483", "Key Vault Administrator",
-        "Perform all data plane operations on a key vault and all objects in it.",
-        actions=("Microsoft.Authorization/*/read", "Microsoft.KeyVault/checkNameAvailability/read",
-                 "Microsoft.KeyVault/vaults/*/read"),
-        data_actions=("Microsoft.KeyVault/vaults/*",),
-    ),
-    RoleDefinition(
-        "4633458b-17de-408a-b874-0445c86b69e6", "Key Vault Secrets User",
-        "Read secret contents.",
-        data_actions=(f"{_KV_SECRETS}/getSecret/action", f"{_KV_SECRETS}/readMetadata/action"),
-    ),
-    RoleDefinition(
-        "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "Key Vault Secrets Officer",
-        "Perform any action on the secrets of a key vault.",
-        actions=("Microsoft.Authorization/*/read", "Microsoft.KeyVault/vaults/*/read"),
-        data_actions=(f"{_KV_SECRETS}/*",),
-    ),
-    RoleDefinition(
-        "21090545-7ca7-4776-b22c-e363652d74d2", "Key Vault Reader",
-        "Read metadata of key vaults and its certificates, keys, and secrets.",
-        actions=("Microsoft.Authorization/*/read", "Microsoft.KeyVault/vaults/*/read"),
-        data_actions=("Microsoft.KeyVault/vaults/*/read", f"{_KV_SECRETS}/readMetadata/action"),
-    ),
-    RoleDefinition(
-        "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1", "Storage Blob Data Reader",
-        "Read and list Azure Storage containers and blobs.",
-        actions=("Microsoft.Storage/storageAccounts/blobServices/containers/read",
-                 "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action"),
-        data_actions=("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",),
-    ),
-    RoleDefinition(
-        "ba92f5b4-2d11-453d-a403-e96b0029c9fe", "Storage Blob Data Contributor",
-        "Read, write, and delete Azure Storage containers and blobs.",
-        actions=("Microsoft.Storage/storageAccounts/blobServices/containers/*",
-                 "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action"),
-        data_actions=("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",),
-    ),
-    RoleDefinition(
-        "b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "Storage Blob Data Owner",
-        "Full access to Azure Storage blob containers and data, including assigning POSIX access.",
-        actions=("Microsoft.Storage/storageAccounts/blobServices/containers/*",
-                 "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action"),
-        data_actions=("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",),
-    ),
-    RoleDefinition(
-        "19e7f393-937e-4f77-808e-94535e297925", "Storage Queue Data Reader",
-        "Read and list Azure Storage queues and queue messages.",
-        actions=("Microsoft.Storage/storageAccounts/queueServices/queues/read",),
-        data_actions=("Microsoft.Storage/storageAccounts/queueServices/queues/messages/read",),
-    ),
-    RoleDefinition(
-        "974c5e8b-45b9-4653-ba55-5f855dd0fb88", "Storage Queue Data Contributor",
-        "Read, write, and delete Azure Storage queues and queue messages.",
-        actions=("Microsoft.Storage/storageAccounts/queueServices/queues/*",),
-        data_actions=("Microsoft.Storage/storageAccounts/queueServices/queues/messages/*",),
-    ),
-    RoleDefinition(
-        "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0", "Azure Service Bus Data Receiver",
-        "Allows for receive access to Azure Service Bus resources.",
-        actions=("Microsoft.ServiceBus/*/queues/read", "Microsoft.ServiceBus/*/topics/read",
-                 "Microsoft.ServiceBus/*/topics/subscriptions/read"),
-        data_actions=("Microsoft.ServiceBus/*/receive/action",),
-    ),
-    RoleDefinition(
-        "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39", "Azure Service Bus Data Sender",
-        "Allows for send access to Azure Service Bus resources.",
-        actions=("Microsoft.ServiceBus/*/queues/read", "Microsoft.ServiceBus/*/topics/read",
-                 "Microsoft.ServiceBus/*/topics/subscriptions/read"),
-        data_actions=("Microsoft.ServiceBus/*/send/action",),
-    ),
-)
+def _load_builtin_roles() -> tuple[RoleDefinition, ...]:
+    """Azure's built-in roles as Microsoft publishes them ("Azure built-in roles", the JSON
+    block of each role, MicrosoftDocs/azure-docs articles/role-based-access-control/
+    built-in-roles/*.md), copied into builtin_roles.json.
+
+    A permission block that carries a delegation condition (Key Vault Data Access
+    Administrator may assign only some roles) is dropped rather than honoured without its
+    condition: the simulator then denies what Azure might allow, never the other way round."""
+    raw = json.loads(resources.files("migrator.sim").joinpath("builtin_roles.json")
+                     .read_text(encoding="utf-8"))
+    roles = []
+    for entry in raw:
+        blocks = [b for b in entry["permissions"] if not b.get("condition")]
+
+        def merged(key: str, blocks: list[dict[str, list[str]]] = blocks) -> tuple[str, ...]:
+            return tuple(action for block in blocks for action in block.get(key, ()))
+
+        roles.append(RoleDefinition(entry["id"], entry["roleName"], entry["description"],
+                                    actions=merged("actions"),
+                                    not_actions=merged("notActions"),
+                                    data_actions=merged("dataActions"),
+                                    not_data_actions=merged("notDataActions")))
+    return tuple(roles)
+
+
+BUILTIN_ROLES: tuple[RoleDefinition, ...] = _load_builtin_roles()
 
 ROLES_BY_NAME: dict[str, RoleDefinition] = {r.name.lower(): r for r in BUILTIN_ROLES}
 ROLES_BY_ID: dict[str, RoleDefinition] = {r.id: r for r in BUILTIN_ROLES}
