@@ -192,7 +192,12 @@ class Arm:
             out["userAssignedIdentities"] = {}
             for rid in ident.user_assigned:
                 uai = self.t.identities.get(rid.lower())
-                out["userAssignedIdentities"][rid] = (
+                # Azure answers the keys with a lower-case `resourcegroups` segment whatever
+                # casing was written (Azure/azure-cli appservice recording
+                # test_functionapp_assign_user_identity.yaml): a client must compare resource
+                # ids case-insensitively.
+                key = re.sub("/resourcegroups/", "/resourcegroups/", rid, flags=re.IGNORECASE)
+                out["userAssignedIdentities"][key] = (
                     {"principalId": uai.principal_id, "clientId": uai.client_id} if uai else {}
                 )
         return out
@@ -213,9 +218,14 @@ class Arm:
                 "keyVaultReferenceIdentity": app.key_vault_reference_identity,
                 "httpsOnly": True, "reserved": "linux" in app.kind,
                 "usageState": "Normal", "availabilityState": "Normal",
-                # GET site carries a partial siteConfig; the health path is in it here so
-                # that the executor knows where to probe without a second read.
-                "siteConfig": {"healthCheckPath": app.health_path},
+                # GET site carries a siteConfig whose configuration fields are null, the
+                # health path among them (Azure/azure-cli appservice recording
+                # test_functionapp_assign_user_identity.yaml, commit 0169150: GET site
+                # answers "healthCheckPath":null, "appSettings":null): it is only in
+                # config/web, so a client must read that.
+                "siteConfig": {"numberOfWorkers": 1, "appSettings": None,
+                               "connectionStrings": None, "healthCheckPath": None,
+                               "http20Enabled": False, "minTlsVersion": None},
             },
         }
 

@@ -63,6 +63,13 @@ def uai_id(sim: Sim, name: str, rg: str = RG) -> str:
     return f"{rg_scope(sim, rg)}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
 
 
+def answered_uai_id(sim: Sim, name: str, rg: str = RG) -> str:
+    """A user-assigned identity's id as a site's identity lists it: Azure answers those keys
+    with a lower-case `resourcegroups` segment (Azure/azure-cli appservice recording
+    test_functionapp_assign_user_identity.yaml), so a client must not compare them exactly."""
+    return uai_id(sim, name, rg).replace("/resourceGroups/", "/resourcegroups/")
+
+
 def role_definition_id(auth: AuthorizationManagementClient, scope: str, role_name: str) -> str:
     found = list(auth.role_definitions.list(scope, filter=f"roleName eq '{role_name}'"))
     assert len(found) == 1, f"expected one role named {role_name!r}, got {found}"
@@ -169,9 +176,9 @@ def test_get_site_shows_kind_and_identities(sim: Sim) -> None:
     assert reports.identity.type == "UserAssigned"
     assert reports.identity.principal_id is None
     assigned = reports.identity.user_assigned_identities or {}
-    assert list(assigned) == [uai_id(sim, "id-shared")]
-    assert assigned[uai_id(sim, "id-shared")].client_id == shared.client_id
-    assert assigned[uai_id(sim, "id-shared")].principal_id == shared.principal_id
+    assert list(assigned) == [answered_uai_id(sim, "id-shared")]
+    assert assigned[answered_uai_id(sim, "id-shared")].client_id == shared.client_id
+    assert assigned[answered_uai_id(sim, "id-shared")].principal_id == shared.principal_id
     assert orders.identity is not None
     assert orders.identity.type == "None"
     assert orders.default_host_name == "orders-api.azurewebsites.net"
@@ -204,7 +211,7 @@ def test_list_and_get_slots(sim: Sim) -> None:
 
 def test_enabling_system_identity_with_both_types_keeps_the_user_assigned_one(sim: Sim) -> None:
     web = sim.factory().web(sim.subscription_id)
-    shared = uai_id(sim, "id-shared")
+    shared = answered_uai_id(sim, "id-shared")
 
     patched = web.web_apps.update(RG, "reports-fn", SitePatchResource(
         identity=ManagedServiceIdentity(type="SystemAssigned, UserAssigned")))
@@ -304,8 +311,8 @@ def test_adding_a_new_user_assigned_identity_keeps_the_existing_one(sim: Sim) ->
 
     assert patched.identity is not None
     assigned = patched.identity.user_assigned_identities or {}
-    assert set(assigned) == {uai_id(sim, "id-shared"), uai_id(sim, "id-new")}
-    assert assigned[uai_id(sim, "id-new")].client_id == created.client_id
+    assert set(assigned) == {answered_uai_id(sim, "id-shared"), answered_uai_id(sim, "id-new")}
+    assert assigned[answered_uai_id(sim, "id-new")].client_id == created.client_id
 
 
 def test_assigning_a_user_assigned_identity_that_does_not_exist_is_refused(sim: Sim) -> None:
@@ -336,7 +343,7 @@ def test_a_null_entry_removes_one_user_assigned_identity_and_keeps_the_rest(sim:
             user_assigned_identities={uai_id(sim, "id-shared"): None})))  # type: ignore[dict-item]
 
     assert patched.identity is not None
-    assert list(patched.identity.user_assigned_identities or {}) == [uai_id(sim, "id-new")]
+    assert list(patched.identity.user_assigned_identities or {}) == [answered_uai_id(sim, "id-new")]
 
 
 def test_user_assigned_type_alone_drops_the_system_identity(sim: Sim) -> None:
@@ -352,7 +359,7 @@ def test_user_assigned_type_alone_drops_the_system_identity(sim: Sim) -> None:
     assert patched is not None
     assert patched.type == "UserAssigned"
     assert patched.principal_id is None
-    assert list(patched.user_assigned_identities or {}) == [uai_id(sim, "id-shared")]
+    assert list(patched.user_assigned_identities or {}) == [answered_uai_id(sim, "id-shared")]
     assert both.principal_id not in sim.tenant.service_principals
 
 
@@ -400,7 +407,7 @@ def test_assigning_a_user_assigned_identity_needs_assign_rights_on_it(
     grant("nobody-sp", "Contributor", uai_id(sim, "id-shared"))
     patched = web.web_apps.update(RG, "orders-api", attach).identity
     assert patched is not None
-    assert list(patched.user_assigned_identities or {}) == [uai_id(sim, "id-shared")]
+    assert list(patched.user_assigned_identities or {}) == [answered_uai_id(sim, "id-shared")]
 
 
 def test_managed_identity_operator_may_assign_the_identity(
@@ -415,7 +422,7 @@ def test_managed_identity_operator_may_assign_the_identity(
             user_assigned_identities={uai_id(sim, "id-shared"): UserAssignedIdentity()})))
 
     assert patched.identity is not None
-    assert list(patched.identity.user_assigned_identities or {}) == [uai_id(sim, "id-shared")]
+    assert list(patched.identity.user_assigned_identities or {}) == [answered_uai_id(sim, "id-shared")]
 
 
 @pytest.mark.parametrize("role", ["Managed Identity Operator", "Key Vault Reader"])
