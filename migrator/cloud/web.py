@@ -6,6 +6,7 @@ Returns `records` dataclasses; SDK models stop here. Setting *values* are not re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 from urllib.parse import quote
@@ -23,9 +24,30 @@ RESOURCES_API_VERSION = "2021-04-01"
 def call_error(what: str, exc: HttpResponseError) -> AzureCallError:
     """One line from an SDK error: status, ARM error code and the first line of its message."""
     code = getattr(getattr(exc, "error", None), "code", None)
-    message = getattr(getattr(exc, "error", None), "message", None) or exc.reason or ""
+    message = getattr(getattr(exc, "error", None), "message", None)
+    if not code:
+        code, message = _web_error(exc) or (None, message)
+    message = message or exc.reason or ""
     first = next((line for line in str(message or exc).splitlines() if line.strip()), "")
     return AzureCallError(what, exc.status_code, code, first)
+
+
+def _web_error(exc: HttpResponseError) -> tuple[str | None, str | None] | None:
+    """Code and message of an error in Microsoft.Web's own shape (`{"Code": …, "Message": …,
+    "Details": [...]}`, no `error` wrapper), which azure-core does not parse: App Service
+    answers its own refusals so."""
+    try:
+        body = json.loads(exc.response.text()) if exc.response is not None else None
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    fields = {str(k).lower(): v for k, v in body.items()}
+    code, message = fields.get("code"), fields.get("message")
+    if not isinstance(code, str) and not isinstance(message, str):
+        return None
+    return (code if isinstance(code, str) else None,
+            message if isinstance(message, str) else None)
 
 
 def sign_in_reason(exc: ClientAuthenticationError) -> str:

@@ -32,6 +32,7 @@ from migrator.sim.state import (
     Tenant,
     UserAssignedIdentity,
     WebApp,
+    WebError,
     utcnow,
 )
 from migrator.sim.tokens import Caller
@@ -261,7 +262,7 @@ class Arm:
             kvri = props["keyVaultReferenceIdentity"] or "SystemAssigned"
             if kvri != "SystemAssigned" and kvri.lower() not in {
                     r.lower() for r in app.identity.user_assigned}:
-                raise SimError(400, "BadRequest", (
+                raise WebError(400, "BadRequest", (
                     f"The user-assigned identity '{kvri}' is not assigned to {app.display}."))
             app.key_vault_reference_identity = kvri
         return _json(self.site_json(app))
@@ -272,7 +273,7 @@ class Arm:
         kinds = {k.strip().lower() for k in str(identity.get("type", "None")).split(",")}
         unknown = kinds - {"systemassigned", "userassigned", "none"}
         if unknown:
-            raise SimError(400, "BadRequest", f"Invalid identity type '{identity.get('type')}'.")
+            raise WebError(400, "BadRequest", f"Invalid identity type '{identity.get('type')}'.")
         listed: dict[str, Any] = identity.get("userAssignedIdentities") or {}
         if "userassigned" in kinds:
             keep = [r for r in app.identity.user_assigned if listed.get(r, {}) is not None
@@ -282,7 +283,7 @@ class Arm:
                     continue
                 uai = self.t.identities.get(rid.lower())
                 if uai is None:
-                    raise SimError(400, "BadRequest", (
+                    raise WebError(400, "BadRequest", (
                         f"Resource '{rid}' was not found. The user-assigned identity must exist "
                         "before it is assigned."))
                 action = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
@@ -295,7 +296,7 @@ class Arm:
                         "invalid."))
                 keep.append(uai.id)
             if not keep:
-                raise SimError(400, "BadRequest", (
+                raise WebError(400, "BadRequest", (
                     "Identity type UserAssigned needs at least one user-assigned identity."))
             app.identity.user_assigned = keep
         else:
@@ -326,7 +327,7 @@ class Arm:
         app = self.webapp(call, "Microsoft.Web/sites/config/write")
         props = (await call.body()).get("properties") or {}
         if not all(isinstance(v, str) for v in props.values()):
-            raise SimError(400, "BadRequest", "App setting values must be strings.")
+            raise WebError(400, "BadRequest", "App setting values must be strings.")
         app.app_settings = dict(props)
         app.restarts += 1  # changing settings restarts the app, as in App Service
         return _json(self._config(app, "appsettings", dict(app.app_settings)))
@@ -345,7 +346,7 @@ class Arm:
                 for k, v in props.items()
             }
         except (KeyError, AttributeError, TypeError):
-            raise SimError(400, "BadRequest",
+            raise WebError(400, "BadRequest",
                            "Each connection string needs a value and a type.") from None
         app.restarts += 1
         props = {k: {"value": c.value, "type": c.type} for k, c in app.connection_strings.items()}

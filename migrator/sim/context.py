@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from migrator.sim.faults import FaultConfig
-from migrator.sim.state import SimError, Tenant
+from migrator.sim.state import SimError, Tenant, WebError
 from migrator.sim.tokens import Caller, TokenError, TokenIssuer
 
 ARM_AUDIENCES = (
@@ -63,8 +63,25 @@ def arm_error(err: SimError) -> Response:
             'Bearer authorization_uri="https://login.microsoftonline.com/common", '
             'error="invalid_token", error_description="' + err.message.replace('"', "'") + '"'
         )
-    return JSONResponse({"error": {"code": err.code, "message": err.message}},
+    return JSONResponse(web_error_body(err) if isinstance(err, WebError)
+                        else {"error": {"code": err.code, "message": err.message}},
                         status_code=err.status, headers=headers)
+
+
+def web_error_body(err: SimError) -> dict[str, object]:
+    """Microsoft.Web's error shape: PascalCase keys at the top level, no `error` wrapper, the
+    message repeated in `Details` and an `ErrorEntity` (as Azure's activity log and `az`
+    show it, e.g. `{"Code":"Conflict","Message":"Website with given name mysite already
+    exists.","Target":null,"Details":[{"Message":…},{"Code":"Conflict"},{"ErrorEntity":
+    {"ExtendedCode":"54001",…}}],"Innererror":null}`). azure-core parses ARM's shape only,
+    so an SDK reading this body finds no code: the client must read it itself. The simulator
+    sends no ExtendedCode, having none of Azure's numbers for its refusals."""
+    return {"Code": err.code, "Message": err.message, "Target": None,
+            "Details": [{"Message": err.message}, {"Code": err.code},
+                        {"ErrorEntity": {"MessageTemplate": err.message, "Parameters": [],
+                                         "Code": err.code, "Message": err.message,
+                                         "InnerErrors": None}}],
+            "Innererror": None}
 
 
 def graph_error(err: SimError) -> Response:

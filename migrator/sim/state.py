@@ -50,6 +50,11 @@ class SimError(Exception):
         self.message = message
 
 
+class WebError(SimError):
+    """A refusal by the App Service resource provider itself (not ARM's gateway), which Azure
+    answers in Microsoft.Web's own error shape rather than ARM's `{"error": {...}}`."""
+
+
 # --- directory objects -----------------------------------------------------------------------
 
 

@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
+from azure.mgmt.web.models import ManagedServiceIdentity, SitePatchResource, UserAssignedIdentity
 from conftest import FIXTURES, Sim
 
 from migrator.cloud.changes import (
@@ -607,3 +609,31 @@ def test_a_migration_made_of_these_calls_keeps_the_app_healthy(sim: Sim,
         health = http.get("/_sites/orders-api/api/health").json()
     assert health["principalId"] == principal
     assert "ManagedIdentityCredential" in health["credential"]
+
+
+# --- Microsoft.Web's own error shape -------------------------------------------------------------
+
+
+def test_a_refusal_in_microsoft_webs_error_shape_still_names_code_and_message(
+        sim: Sim, cloud: CloudChanges) -> None:
+    """App Service answers its own refusals as `{"Code", "Message", "Details", ...}`, with no
+    `error` wrapper, which azure-core does not parse (its error code comes back None): the
+    one-line error must still say what Azure said."""
+    missing = uai_id(sim, "id-never-made")
+    web = sim.factory().web(sim.subscription_id)
+    with pytest.raises(HttpResponseError) as raw:
+        web.web_apps.update(RG, "orders-api", SitePatchResource(identity=ManagedServiceIdentity(
+            type="UserAssigned", user_assigned_identities={missing: UserAssignedIdentity()})))
+    assert raw.value.status_code == 400
+    assert raw.value.response is not None
+    assert set(raw.value.response.json()) == {"Code", "Message", "Target", "Details",
+                                              "Innererror"}
+    assert getattr(raw.value.error, "code", None) is None  # what azure-core makes of it
+
+    with pytest.raises(AzureCallError) as caught:
+        cloud.set_identity(site_id(sim, "orders-api"), "UserAssigned", (missing,))
+    text = str(caught.value)
+    assert caught.value.code == "BadRequest"
+    assert "400 BadRequest" in text
+    assert "must exist before it is assigned" in text
+    assert "\n" not in text
