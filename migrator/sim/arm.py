@@ -455,10 +455,15 @@ class Arm:
                         merged = getattr(current, field_name)
                         merged += [x for x in perms.get(field_name) or [] if x not in merged]
             elif current is not None:
+                # Key Vault stores permissions in the casing they were sent ("Get" from the
+                # portal, "get" from az), and both add and remove match them exactly: a
+                # remove sent in another casing answers 200 and removes nothing
+                # (Azure/azure-rest-api-specs#42963; add keeps both casings,
+                # Azure/azure-cli#12531).
                 for field_name in ("secrets", "keys", "certificates", "storage"):
-                    drop = {x.lower() for x in perms.get(field_name) or []}
+                    drop = set(perms.get(field_name) or [])
                     setattr(current, field_name,
-                            [x for x in getattr(current, field_name) if x.lower() not in drop])
+                            [x for x in getattr(current, field_name) if x not in drop])
                 if not any((current.secrets, current.keys, current.certificates, current.storage)):
                     kv.access_policies.remove(current)
         return _json({"id": f"{kv.id}/accessPolicies/{kind}", "name": kind,

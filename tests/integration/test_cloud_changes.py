@@ -443,6 +443,21 @@ def test_access_policies_are_added_merged_and_removed_whole(sim: Sim,
     assert [p.object_id for p in cloud.vault(target).access_policies] == [identity]
 
 
+def test_an_access_policy_stored_in_portal_casing_is_removed_whole(sim: Sim,
+                                                                   cloud: CloudChanges) -> None:
+    """The portal stores "Get", az stores "get", and Key Vault's remove matches the stored
+    casing exactly (a mismatch is a silent 200): the revoke must remove the entry anyway."""
+    target = vault_id(sim)
+    orders = sim.object_id("orders-sp")
+    (policy,) = sim.tenant.vaults["kv-orders"].access_policies
+    policy.secrets = ["Get", "List"]
+    policy.keys = ["unwrapKey"]
+
+    cloud.remove_access_policy(target, orders)
+
+    assert [p.object_id for p in cloud.vault(target).access_policies] == []
+
+
 # --- Graph: app roles, principals, passwords ----------------------------------------------------
 
 

@@ -662,6 +662,23 @@ def test_access_policy_remove_subtracts_permissions_then_drops_the_entry(sim: Si
     assert _secret_perms(kv, "kv-orders") == {}
 
 
+def test_access_policy_remove_matches_permissions_in_their_stored_casing(sim: Sim) -> None:
+    """As in Azure (Azure/azure-rest-api-specs#42963): a remove in another casing than the
+    stored one answers 200 and removes nothing; add keeps both casings (azure-cli#12531)."""
+    kv = sim.factory().keyvault(sim.subscription_id)
+    reports = sim.object_id("reports-sp")
+    kv.vaults.update_access_policy(RG, "kv-orders", "add", _policy(sim, reports, ["Get"]))
+
+    kv.vaults.update_access_policy(RG, "kv-orders", "remove", _policy(sim, reports, ["get"]))
+    assert _secret_perms(kv, "kv-orders")[reports] == ["Get"]
+    kv.vaults.update_access_policy(RG, "kv-orders", "add", _policy(sim, reports, ["get"]))
+    assert _secret_perms(kv, "kv-orders")[reports] == ["Get", "get"]
+
+    kv.vaults.update_access_policy(RG, "kv-orders", "remove",
+                                   _policy(sim, reports, ["Get", "get"]))
+    assert reports not in _secret_perms(kv, "kv-orders")
+
+
 def test_access_policy_replace_overwrites_the_entry(sim: Sim) -> None:
     kv = sim.factory().keyvault(sim.subscription_id)
     orders = sim.object_id("orders-sp")
