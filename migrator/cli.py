@@ -100,7 +100,8 @@ def sim_serve(
     fault: Annotated[list[str] | None, typer.Option(
         help="Inject faults: SERVICE:KIND=RATE, e.g. arm:429=0.05, graph:503=0.01, "
              "arm:drop=0.01 (SERVICE arm|graph|entra|msi|keyvault; KIND "
-             "429|500|503|drop).")] = None,
+             "429|500|503|drop, refused before it is handled; 500_after|drop_after, handled "
+             "and then the answer lost).")] = None,
     replication_delay: Annotated[float, typer.Option(
         help="Seconds a new managed identity stays unknown to RBAC and Graph, as in Azure "
              "(Entra replication).")] = REALISTIC_DELAYS.replication,

@@ -8,7 +8,9 @@ faults at run time, and play the operator who runs a plan's T-SQL.
 - `GET  /_sim/health`                                  every app's probe
 - `GET  /_sim/state`                                   the tenant, read-only (no secret text)
 - `GET|POST /_sim/faults`                              latency, fault rates, throttle scale,
-                                                       `replication_delay` (seconds)
+                                                       `replication_delay` (seconds), `rules`
+                                                       ([{kind, path, method, times}]: a fault
+                                                       aimed at the next matching requests)
 - `POST /_sim/throttle/reset`                          refill every bucket
 - `POST /_sim/sql`  {"server", "database", "script"}   run CREATE USER … FROM EXTERNAL PROVIDER,
                                                        ALTER ROLE … ADD|DROP MEMBER, DROP USER

@@ -1,6 +1,8 @@
 """A hostile cloud on demand: ARM and Graph throttling, latency, injected errors, dropped links.
 
-One ASGI middleware in front of every route, so the route modules stay about semantics. ARM
+One ASGI middleware in front of every route, so the route modules stay about semantics. A
+fault either refuses a request before it is handled (429, 500, 503, drop) or lets it be handled
+and then loses the answer (500_after, drop_after), so a committed write looks failed. ARM
 throttling follows AZURE-FACTS.md: token buckets per subscription and caller, reads 250 (+25/s),
 writes 200 (+10/s), deletes 200 (+10/s); `x-ms-ratelimit-remaining-subscription-*` headers on
 every answer and 429 with `Retry-After` when a bucket is empty. `throttle_scale` multiplies
@@ -17,7 +19,8 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import jwt
@@ -25,7 +28,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Service = Literal["arm", "graph", "entra", "msi", "keyvault"]
 SERVICES: tuple[Service, ...] = ("arm", "graph", "entra", "msi", "keyvault")
-FAULT_KINDS = ("429", "500", "503", "drop")
+# The first four refuse a request before it is handled. The `_after` kinds handle it (a write is
+# committed) and then lose the answer: a 500 in its place, or the connection cut. A client
+# that retries such a write must find it already done, which is what the engine's idempotence
+# is tested against (tests/integration/test_execute_faults.py).
+FAULT_KINDS = ("429", "500", "503", "drop", "500_after", "drop_after")
+AFTER_KINDS = ("500_after", "drop_after")
 
 # (capacity, refill per second) of Azure's buckets.
 ARM_BUCKETS = {"read": (250.0, 25.0), "write": (200.0, 10.0), "delete": (200.0, 10.0)}
@@ -34,6 +42,36 @@ GRAPH_BUCKET = (2000.0, 200.0)  # per caller; Graph allows thousands per 10 s
 
 class FaultError(ValueError):
     """A fault specification that cannot be understood."""
+
+
+@dataclass
+class FaultRule:
+    """A fault aimed at particular requests: the next `times` requests whose method is `method`
+    ("*" for any) and whose path `path` (a regular expression) is found in get fault `kind`.
+    Rules come before the random rates; a rule used up stays listed with `times` 0."""
+
+    kind: str
+    path: str = ""
+    method: str = "*"
+    times: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise FaultError(f"fault kind {self.kind!r}: one of {', '.join(FAULT_KINDS)}")
+        if self.times < 0:
+            raise FaultError("a fault rule's times cannot be negative")
+        try:
+            self._pattern = re.compile(self.path)
+        except re.error as exc:
+            raise FaultError(f"fault rule path {self.path!r}: {exc}") from None
+        self.method = self.method.upper()
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.times > 0 and self.method in ("*", method.upper())
+                and self._pattern.search(path) is not None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
 
 @dataclass
@@ -46,6 +84,7 @@ class FaultConfig:
     throttle_scale: float = 1.0
     retry_after: float = 1.0  # seconds, for injected 429/503
     seed: int | None = None
+    rules: list[FaultRule] = field(default_factory=list)
 
     @classmethod
     def from_cli(cls, specs: list[str], *, latency_ms: float = 0.0, jitter_ms: float = 0.0,
@@ -69,18 +108,28 @@ class FaultConfig:
             raise FaultError(f"fault rate {rate} for {service}:{kind} is not between 0 and 1")
         self.rates.setdefault(service, {})[kind] = rate
 
+    def take_rule(self, method: str, path: str) -> str | None:
+        """The kind of the first rule that matches the request, which uses one of its times."""
+        for rule in self.rules:
+            if rule.matches(method, path):
+                rule.times -= 1
+                return rule.kind
+        return None
+
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a JSON patch from `POST /_sim/faults` all at once, or nothing if any of it is
         invalid; unknown keys are refused."""
         trial = FaultConfig(**{k: getattr(self, k) for k in (
             "latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed")},
-            rates={k: dict(v) for k, v in self.rates.items()})
+            rates={k: dict(v) for k, v in self.rates.items()}, rules=list(self.rules))
         trial._apply(changes)
-        for key in ("latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed", "rates"):
+        for key in ("latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed", "rates",
+                    "rules"):
             setattr(self, key, getattr(trial, key))
 
     def _apply(self, changes: dict[str, Any]) -> None:
-        known = {"latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed", "rates"}
+        known = {"latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed", "rates",
+                 "rules"}
         unknown = set(changes) - known - {"replication_delay"}
         if unknown:
             raise FaultError(f"unknown fault settings: {', '.join(sorted(unknown))}")
@@ -97,11 +146,20 @@ class FaultConfig:
             for service, kinds in dict(changes["rates"]).items():
                 for kind, rate in dict(kinds).items():
                     self.set_rate(service, kind, float(rate))
+        if "rules" in changes:
+            rules = changes["rules"]
+            if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+                raise FaultError("rules: a list of {kind, path, method, times} objects")
+            try:
+                self.rules = [FaultRule(**rule) for rule in rules]
+            except TypeError as exc:
+                raise FaultError(f"rules: {exc}") from None
 
     def as_json(self) -> dict[str, Any]:
         return {"latency_ms": self.latency_ms, "jitter_ms": self.jitter_ms,
                 "rates": self.rates, "throttle_scale": self.throttle_scale,
-                "retry_after": self.retry_after, "seed": self.seed}
+                "retry_after": self.retry_after, "seed": self.seed,
+                "rules": [rule.as_json() for rule in self.rules]}
 
 
 class TokenBucket:
@@ -191,6 +249,9 @@ class FaultMiddleware:
         # ARM requests answered (not refused) per (subscription, kind): a benchmark's input
         # for the lower bound the buckets allow.
         self.arm_requests: dict[tuple[str, str], int] = {}
+        # The last requests that reached a service (method, path, whether a fault took them):
+        # what a test reads to aim a FaultRule at each write a client makes. Bounded.
+        self.requests: deque[tuple[str, str, str | None]] = deque(maxlen=10_000)
         self._random = random.Random()  # noqa: S311 - fault dice, not cryptography
         self._seed: int | None = None
 
@@ -217,10 +278,15 @@ class FaultMiddleware:
         if delay > 0:
             await asyncio.sleep(delay / 1000.0)
         rates = cfg.rates.get(service, {})
+        aimed = cfg.take_rule(scope["method"], path) if cfg.rules else None
+        self.requests.append((scope["method"], path, aimed))
         for kind in FAULT_KINDS:
             rate = rates.get(kind, 0.0)
-            if rate and self._roll() < rate:
+            if aimed == kind or (aimed is None and rate and self._roll() < rate):
                 self._count(f"{service}:{kind}")
+                if kind in AFTER_KINDS:
+                    await self._lose_answer(scope, receive, send, kind)
+                    return
                 if kind == "drop":
                     _drop(receive)
                     return
@@ -258,12 +324,29 @@ class FaultMiddleware:
 
         await self.app(scope, receive, send_with_headers)
 
+    async def _lose_answer(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+        """Handle the request, then throw its answer away: what a client sees when a gateway
+        fails or the network breaks after the service has committed a write."""
+
+        async def swallow(message: Message) -> None:
+            return None
+
+        await self.app(scope, receive, swallow)
+        if kind == "drop_after":
+            _drop(receive)
+            return
+        service = service_of(scope["path"]) or "arm"
+        await _respond(send, 500, _error_body(
+            service, 500, "InternalServerError",
+            "An internal error occurred after the request was handled (injected by "
+            "migrator.sim)."), [(b"content-type", b"application/json")])
+
     async def _error(self, send: Send, service: str, status: int, retry_after: float) -> None:
         codes = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
         message = {429: "Too many requests; retry later.",
                    500: "An internal error occurred (injected by migrator.sim).",
                    503: "The service is temporarily unavailable (injected by migrator.sim)."}
-        body: dict[str, Any] = {"error": {"code": codes[status], "message": message[status]}}
+        body = _error_body(service, status, codes[status], message[status])
         headers = [(b"content-type", b"application/json")]
         if status in (429, 503):
             headers.append((b"retry-after", str(max(0, math.ceil(retry_after))).encode()))
@@ -285,6 +368,15 @@ class FaultMiddleware:
         headers = [(b"content-type", b"application/json"),
                    (b"retry-after", str(seconds).encode()), *extra]
         await _respond(send, 429, body, headers)
+
+
+def _error_body(service: str, status: int, code: str, message: str) -> dict[str, Any]:
+    """An error in the shape the service answers with. App Service's and Automation's
+    managed-identity endpoint (IDENTITY_ENDPOINT) answers `{"statusCode", "message"}`: MSAL
+    reads exactly those two (msal/managed_identity.py, _obtain_token_on_app_service)."""
+    if service == "msi":
+        return {"statusCode": status, "message": message}
+    return {"error": {"code": code, "message": message}}
 
 
 async def _respond(send: Send, status: int, body: dict[str, Any],

@@ -321,6 +321,31 @@ def test_dropped_connection_is_a_service_error(sim: Sim) -> None:
     assert sim.counts()["arm:drop"] == 1
 
 
+@pytest.mark.parametrize(("kind", "raised"), [
+    ("500_after", (HttpResponseError,)),
+    ("drop_after", (ServiceRequestError, ServiceResponseError)),
+])
+def test_answer_lost_after_the_write_is_committed(sim: Sim, kind: str,
+                                                  raised: tuple[type[BaseException], ...]) -> None:
+    """The harder fault: Azure commits the write and the answer never arrives, so the client
+    sees a failure for a change that is in place (a retry must find it done)."""
+    web = sim.web(retry_total=0)
+    settings = web.web_apps.list_application_settings(RG, "orders-api")
+    settings.properties["FAULT_PROBE"] = kind
+    sim.server.faults.set_rate("arm", kind, 1.0)
+
+    got = failure(lambda: web.web_apps.update_application_settings(RG, "orders-api", settings))
+
+    assert issubclass(got.kind, raised), got
+    if kind == "500_after":
+        assert got.status == 500
+    assert sim.counts()[f"arm:{kind}"] == 1
+    assert sim.server.tenant.sites["orders-api"].app_settings["FAULT_PROBE"] == kind
+    sim.server.faults.set_rate("arm", kind, 0.0)
+    assert web.web_apps.list_application_settings(
+        RG, "orders-api").properties["FAULT_PROBE"] == kind
+
+
 def test_latency_is_added_to_every_call(sim: Sim) -> None:
     web = sim.web(retry_total=0)
     assert web.web_apps.get(RG, "orders-api").name == "orders-api"  # sign in first
@@ -415,6 +440,53 @@ def test_faults_change_at_run_time(sim: Sim) -> None:
     assert shown["replication_delay"] == 0.0
 
 
+def test_a_fault_rule_takes_the_requests_it_names_and_no_others(sim: Sim) -> None:
+    """A rule aims a fault at particular requests (method, path pattern, how many times), so
+    a test can lose the answer of exactly one write; it comes before the random rates."""
+    web = sim.web(retry_total=0)
+    settings = web.web_apps.list_application_settings(RG, "orders-api")
+    answer = sim.faults({"rules": [{"kind": "500_after", "method": "put",
+                                    "path": "/sites/orders-api/config/appsettings$"}]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rules"] == [{"kind": "500_after", "path":
+                                       "/sites/orders-api/config/appsettings$",
+                                       "method": "PUT", "times": 1}]
+
+    assert web.web_apps.get(RG, "orders-api").name == "orders-api"  # not a PUT: untouched
+    settings.properties["RULED"] = "1"
+    got = failure(lambda: web.web_apps.update_application_settings(RG, "orders-api", settings))
+    assert got.status == 500
+    assert sim.server.tenant.sites["orders-api"].app_settings["RULED"] == "1"  # committed
+    web.web_apps.update_application_settings(RG, "orders-api", settings)  # used up: answered
+
+    assert sim.faults().json()["rules"][0]["times"] == 0
+    assert sim.counts() == {"arm:500_after": 1}
+    aimed = [(m, p) for m, p, k in sim.server.middleware.requests if k is not None]
+    assert aimed == [("PUT", sim.site_url() + "/config/appsettings")]
+
+
+def test_a_dropped_post_is_a_transient_call_error_not_a_traceback(sim: Sim) -> None:
+    """azure-core does not resend a POST that got no answer (Microsoft.Web lists app settings
+    with a POST), so the drop reaches the product: it must be the cloud layer's transient
+    AzureCallError, which the executor retries and a scan records as a gap. It escaped as
+    azure-core's ServiceResponseError before."""
+    from migrator.cloud.changes import CloudChanges
+    from migrator.cloud.errors import AzureCallError
+
+    changes = CloudChanges(sim.factory())
+    site_id = sim.site_url().lower()
+    assert "FAULT" not in changes.app_settings(site_id)
+    sim.server.faults.set_rate("arm", "drop", 1.0)
+
+    with pytest.raises(AzureCallError) as raised:
+        changes.app_settings(site_id)
+
+    assert raised.value.transient
+    assert raised.value.status is None
+    assert "the connection failed" in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
 BAD_FAULT_SPECS: list[object] = [
     {"bogus": 1},
     {"rates": {"arm": {"500": 1.5}}},
@@ -424,6 +496,11 @@ BAD_FAULT_SPECS: list[object] = [
     {"throttle_scale": "fast"},
     {"replication_delay": -1},
     ["rates"],
+    {"rules": [{"kind": "teapot", "path": "sites"}]},
+    {"rules": [{"kind": "500", "path": "sites("}]},
+    {"rules": [{"kind": "500", "times": -1}]},
+    {"rules": [{"kind": "500", "colour": "red"}]},
+    {"rules": "500"},
 ]
 
 
