@@ -32,8 +32,25 @@ class AzureCallError(CloudError):
         return self.status is None or self.status in (408, 429, 500, 502, 503, 504)
 
 
+class UntrustedEndpoint(AzureCallError):
+    """The TLS certificate of the endpoint could not be verified: a set-up fault (a missing CA
+    bundle, an intercepting proxy), not a passing one, so it is not tried again."""
+
+    @property
+    def transient(self) -> bool:
+        return False
+
+
 class SignInError(CloudError):
-    """The credential could not get a token (wrong secret, no credential configured, ...)."""
+    """The credential could not get a token (wrong secret, no credential configured, ...).
+
+    `transient`: the token endpoint was unreachable or answered 429/5xx (after azure-core's
+    own retries), so the same sign-in may succeed in a moment; a refusal by Entra (an AADSTS
+    error) or no credential at all is not."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class PrincipalNotReplicated(AzureCallError):

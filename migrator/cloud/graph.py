@@ -17,10 +17,10 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_service_client import GraphServiceClient
 
-from migrator.cloud.errors import AzureCallError, SignInError
+from migrator.cloud.errors import AzureCallError
 from migrator.cloud.factory import ClientFactory
 from migrator.cloud.records import AppRoleGrantRecord, PasswordCredentialRecord, PrincipalRecord
-from migrator.cloud.web import sign_in_reason
+from migrator.cloud.web import sign_in_error
 
 
 def _graph_error(what: str, exc: ODataError) -> AzureCallError:
@@ -113,7 +113,7 @@ class GraphAdapter:
         except ODataError as exc:
             raise _graph_error(what, exc) from None
         except ClientAuthenticationError as exc:
-            raise SignInError(f"{what}: sign-in failed: {sign_in_reason(exc)}") from None
+            raise sign_in_error(what, exc) from None
         except httpx.TransportError as exc:
             # No answer, after the transport's own resends (graph_transport): transient.
             detail = str(exc).splitlines()[0] if str(exc) else "no answer"

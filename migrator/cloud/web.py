@@ -7,13 +7,19 @@ Returns `records` dataclasses; SDK models stop here. Setting *values* are not re
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 from urllib.parse import quote
 
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
-from migrator.cloud.errors import AzureCallError, SignInError
+from migrator.cloud.errors import AzureCallError, SignInError, UntrustedEndpoint
 from migrator.cloud.factory import ClientFactory
 from migrator.cloud.records import IdentityRecord, SettingsRecord, SiteRecord, SubscriptionRecord
 
@@ -66,7 +72,54 @@ def sign_in_reason(exc: ClientAuthenticationError) -> str:
     attempts = chain_attempts(text)
     if attempts:
         return attempts[-1][:300]
+    endpoint = _MSI_ANSWER.search(text)
+    if endpoint is not None:  # not "configuration not found", which azure-identity puts first
+        return (f"the managed-identity endpoint answered {endpoint.group(1)}: "
+                f"{endpoint.group(2).strip()}")[:300]
     return (lines[0] if lines else "no credential could sign in")[:300]
+
+
+def connection_error(what: str, exc: ServiceRequestError | ServiceResponseError
+                     ) -> AzureCallError:
+    """A request that got no answer: the connection could not be made, or broke before the
+    answer came. azure-core resends only idempotent methods, so a POST or PATCH (Microsoft.Web's
+    `config/appsettings/list`, an identity PATCH) reaches here after one drop. Transient, with
+    no status; whether a write was committed is unknown, which the executor's verify decides."""
+    cause = exc.inner_exception if exc.inner_exception is not None else exc
+    detail = next((line for line in str(cause).splitlines() if line.strip()), "no answer")
+    if "CERTIFICATE_VERIFY_FAILED" in detail:
+        return UntrustedEndpoint(what, None, "CertificateVerifyFailed",
+                                 "the endpoint's TLS certificate is not trusted (check "
+                                 "REQUESTS_CA_BUNDLE or the cloud profile's ca_bundle)")
+    return AzureCallError(what, None, type(exc).__name__,
+                          f"the connection failed: {detail[:200]}")
+
+
+# What azure-identity says when the token endpoint could not be reached or answered with a
+# throttle or a server error: "Authentication failed: HTTP Error: 503", "('Connection aborted.',
+# RemoteDisconnected(...))" (probed against migrator.sim's entra and msi faults). A managed
+# identity's endpoint (App Service, Automation) that answers 5xx reaches us through MSAL as
+# "... Token request error: (invalid_scope) 503, <message>": MSAL names every such answer
+# invalid_scope and puts the body's statusCode after it (msal/managed_identity.py).
+_TRANSIENT_SIGN_IN = re.compile(
+    r"HTTP Error: (?:429|5\d\d)\b|\(invalid_scope\) (?:429|5\d\d),|Connection aborted|"
+    r"RemoteDisconnected|Connection reset|Max retries exceeded|timed out|"
+    r"Temporary failure in name resolution", re.IGNORECASE)
+
+
+_MSI_ANSWER = re.compile(r"Token request error: \(invalid_scope\) (\w+), (.*)")
+
+
+def sign_in_error(what: str | None, exc: ClientAuthenticationError) -> SignInError:
+    """The one-line SignInError for a failed token request, transient when Entra could not be
+    reached or was busy, not when it refused (an AADSTS error) or nothing could sign in."""
+    from migrator.cloud.factory import NoCredentialFound
+
+    text = str(exc.message or exc)
+    transient = (not isinstance(exc, NoCredentialFound) and "AADSTS" not in text
+                 and _TRANSIENT_SIGN_IN.search(text) is not None)
+    prefix = f"{what}: " if what else ""
+    return SignInError(f"{prefix}sign-in failed: {sign_in_reason(exc)}", transient=transient)
 
 
 def arm_call(what: str, call: Callable[[], T]) -> T:
@@ -74,9 +127,11 @@ def arm_call(what: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except ClientAuthenticationError as exc:
-        raise SignInError(f"{what}: sign-in failed: {sign_in_reason(exc)}") from None
+        raise sign_in_error(what, exc) from None
     except HttpResponseError as exc:
         raise call_error(what, exc) from None
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise connection_error(what, exc) from None
 
 
 def _identity(identity: object | None) -> IdentityRecord:
@@ -171,14 +226,15 @@ class WebAdapter:
         """Every site the operator can read in a subscription, each followed by its slots."""
         web = self.factory.web(subscription_id)
         out: list[SiteRecord] = []
-        try:
+
+        def read() -> None:
             for site in web.web_apps.list():
                 record = _site(subscription_id, site)
                 out.append(record)
                 for slot in web.web_apps.list_slots(record.resource_group, record.name):
                     out.append(_site(subscription_id, slot, slot_of=record.name))
-        except HttpResponseError as exc:
-            raise call_error(f"list sites in subscription {subscription_id}", exc) from None
+
+        arm_call(f"list sites in subscription {subscription_id}", read)
         return out
 
     def setting_names(self, site: SiteRecord) -> tuple[list[str], list[str]]:

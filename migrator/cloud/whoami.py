@@ -12,9 +12,12 @@ import base64
 import json
 from dataclasses import dataclass
 
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
-from migrator.cloud.errors import SignInError
 from migrator.cloud.factory import ClientFactory
 
 
@@ -40,10 +43,14 @@ def token_claim(token: str, claim: str) -> str | None:
 
 def signed_in(factory: ClientFactory) -> SignedIn:
     """The operator's tenant and object id, from the ARM token the factory's clients use."""
-    from migrator.cloud.web import sign_in_reason
+    from migrator.cloud.web import connection_error, sign_in_error
 
     try:
         token = factory.credential.get_token(factory.profile.arm_scope).token
     except ClientAuthenticationError as exc:
-        raise SignInError(f"sign-in failed: {sign_in_reason(exc)}") from None
+        raise sign_in_error(None, exc) from None
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        # A managed identity's token endpoint that cut the connection: azure-identity lets
+        # azure-core's error through (probed with migrator.sim's msi:drop).
+        raise connection_error("sign in", exc) from None
     return SignedIn(token_claim(token, "tid"), token_claim(token, "oid"))

@@ -22,7 +22,12 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from migrator import calllog
 from migrator.cloud.changes import CloudChanges
-from migrator.cloud.errors import AzureCallError, CloudError, PrincipalNotReplicated
+from migrator.cloud.errors import (
+    AzureCallError,
+    CloudError,
+    PrincipalNotReplicated,
+    SignInError,
+)
 from migrator.detect import ConnectionStringValue, SiteSettings, settings_fingerprint
 from migrator.execute.journal import Journal, JournalEntry, JournalError, StepState
 from migrator.execute.rewrite import RewriteError
@@ -226,7 +231,7 @@ class Engine:
         in: its ids would name nothing there (every step fails), or worse, something else."""
         if not self.plan.tenant_id:
             return
-        signed_in = self.cloud.signed_in_tenant()
+        signed_in = self._patient(self.cloud.signed_in_tenant)
         if signed_in is not None and signed_in.lower() != self.plan.tenant_id.lower():
             raise EngineError(
                 f"the plan {self.plan.name!r} was made in tenant {self.plan.tenant_id}, but "
@@ -273,7 +278,7 @@ class Engine:
                             return "waiting", (f"{app.name}: revoke waits until {other}, which "
                                                "holds the same credential, is swapped too")
         if stage in (Stage.IDENTITY, Stage.GRANT, Stage.SWAP) and not self._stage_touched(
-                app, Stage.SWAP, last) and self._drifted(app):
+                app, Stage.SWAP, last) and self._patient(lambda: self._drifted(app)):
             return "refused", (f"{app.name}: its settings changed since the plan was made "
                                "(fingerprint mismatch); make a new plan")
         return None
@@ -374,8 +379,9 @@ class Engine:
         connection) beyond the SDK's own retries: an unattended migration must not stop for
         a throttled minute. Bounded: the error surfaces after TRANSIENT_ATTEMPTS."""
         for attempt in Retrying(
-                retry=retry_if_exception(lambda e: isinstance(e, AzureCallError) and e.transient
-                                         and not isinstance(e, PrincipalNotReplicated)),
+                retry=retry_if_exception(
+                    lambda e: isinstance(e, (AzureCallError, SignInError)) and e.transient
+                    and not isinstance(e, PrincipalNotReplicated)),
                 stop=stop_after_attempt(TRANSIENT_ATTEMPTS),
                 wait=wait_exponential(multiplier=0.5, max=20), sleep=self.sleep, reraise=True):
             with attempt:

@@ -118,3 +118,38 @@ def test_sign_in_reason_is_the_cause(message: str, reason: str) -> None:
     from migrator.cloud.web import sign_in_reason
 
     assert sign_in_reason(ClientAuthenticationError(message=message)) == reason
+
+
+@pytest.mark.parametrize(("message", "transient"), [
+    # What azure-identity raised when migrator.sim's token endpoint answered 503 / 500 / cut
+    # the connection, after azure-core's own retries (probed; see test_sign_in_outage.py).
+    ("Authentication failed: HTTP Error: 503", True),
+    ("Authentication failed: HTTP Error: 500", True),
+    ("Authentication failed: HTTP Error: 429", True),
+    ("Authentication failed: ('Connection aborted.', RemoteDisconnected('Remote end closed "
+     "connection without response'))", True),
+    # Entra refused: the same sign-in fails again.
+    ("Authentication failed: AADSTS7000215: Invalid client secret provided. Trace ID: 1", False),
+    ("Authentication failed: AADSTS50034: HTTP Error: 503 is not what this is", False),
+    ("Authentication failed: HTTP Error: 400", False),
+    ("ClientSecretCredential: connection refused", False),
+])
+def test_a_sign_in_that_met_an_outage_is_transient(message: str, transient: bool) -> None:
+    """The executor tries a transient sign-in failure again (bounded), as it does a 503 from
+    ARM; a refused one surfaces at once."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from migrator.cloud.web import sign_in_error
+
+    error = sign_in_error("read site x", ClientAuthenticationError(message=message))
+    assert error.transient is transient
+    assert str(error).startswith("read site x: sign-in failed: ")
+
+
+def test_no_credential_at_all_is_not_transient() -> None:
+    from migrator.cloud.factory import NO_CREDENTIAL, NoCredentialFound
+    from migrator.cloud.web import sign_in_error
+
+    error = sign_in_error(None, NoCredentialFound(message=NO_CREDENTIAL))
+    assert not error.transient
+    assert str(error) == f"sign-in failed: {NO_CREDENTIAL}"

@@ -1,0 +1,170 @@
+"""Every write the executor makes, with its answer lost after Azure committed it.
+
+A gateway that fails after the service has handled a request, or a connection that breaks on
+the way back, leaves the client with a failure for a change that is in place. azure-core does
+not resend a POST or PATCH that got no answer, and a 500 after a commit looks like any other
+500, so the engine's own retry of the step meets a world where the step is already done: it
+must find it done (not make a second role assignment, fail on "already exists", or mint a
+second secret) and go on.
+
+The reference run migrates APPS of tests/fixtures/execute_estate.yaml (solo-api: a system
+identity; shared-a + shared-b: one shared user-assigned identity; orders-api and its staging
+slot: a user-assigned identity, a Key Vault access policy, a Graph app role, a role assignment
+and a slot setting) on a healthy simulator and lists the writes it sent (every request but a
+GET and the POSTs that only read: `.../list`). Each case then runs the same migration on a fresh
+simulator with one `FaultRule` aimed at one of those writes (its first occurrence, GUIDs
+matched by shape), as `500_after` or `drop_after`: the write is committed, its answer lost.
+One `apply` must still migrate every app, and the tenant must end exactly as the reference
+run left it (compared by names, test_execute_crash_wide.shape), no journal step left open.
+
+WRITES is the number of distinct writes of the reference run (measured, asserted), so a plan
+that changes shape fails the reference first.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Sim, running_sim
+from test_execute_crash_wide import shape
+
+from migrator.cloud.changes import CloudChanges
+from migrator.execute.engine import ApplyOptions, AppOutcome, Engine
+from migrator.execute.journal import SqliteJournal
+from migrator.execute.stash import FileStash
+from migrator.plan import PlanOptions, build_plan
+from migrator.scan import Scanner
+from migrator.sim.faults import AFTER_KINDS
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+ESTATE = Path(__file__).parents[1] / "fixtures" / "execute_estate.yaml"
+APPS = ("orders-api", "orders-api/staging", "shared-a", "shared-b", "solo-api")
+WRITES = 18  # distinct writes of the reference run (asserted by the reference)
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+_GUID_PATTERN = "[0-9a-fA-F-]{36}"
+
+
+@pytest.fixture
+def estate_path() -> Path:
+    return ESTATE
+
+
+def _pattern(path: str) -> str:
+    """A regular expression for one request path whose GUIDs (made anew by each simulator
+    and each plan: identities, role assignment names) match any GUID."""
+    parts = _GUID.split(path)
+    return "^" + _GUID_PATTERN.join(re.escape(p) for p in parts) + "$"
+
+
+def _is_write(method: str, path: str) -> bool:
+    if method in ("GET", "HEAD"):
+        return False
+    return not (method == "POST" and path.rstrip("/").lower().endswith("/list"))
+
+
+class Run:
+    """Scan, plan and one unattended `apply` of APPS against a simulator, in process."""
+
+    def __init__(self, sim: Sim, tmp: Path) -> None:
+        self.sim = sim
+        inventory = Scanner(sim.factory(), workers=2).run()
+        assert inventory.complete
+        self.plan = build_plan(inventory, PlanOptions(name="lost", tool_version="test"))
+        self.journal = SqliteJournal(tmp / "lost.journal.sqlite")
+        self.engine = Engine(self.plan, self.journal,
+                             FileStash(tmp / "lost.stash", tmp / "keys" / "stash.key"),
+                             CloudChanges(sim.factory()),
+                             sleep=lambda s: time.sleep(min(s, 1.0)))
+        self.secrets = {p.secret for a in sim.tenant.applications.values() for p in a.passwords}
+
+    def apply(self) -> dict[str, AppOutcome]:
+        options = ApplyOptions(apps=APPS, soak=timedelta(0), health_timeout=30,
+                               replication_timeout=30)
+        try:
+            return {o.app: o for o in self.engine.apply(options)}
+        finally:
+            self.secrets |= {p.secret for a in self.sim.tenant.applications.values()
+                             for p in a.passwords}
+
+    def shape(self) -> dict[str, Any]:
+        with self.sim.http() as http:
+            return shape(http.get("/_sim/state").json(), self.secrets)
+
+    def open_steps(self) -> dict[str, str]:
+        last = self.journal.last_states(self.plan.name)
+        return {step: e.state.value for step, e in last.items()
+                if e.state.value not in ("done", "confirmed")}
+
+
+_REFERENCE: dict[str, Any] = {}
+
+
+def reference() -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The end shape of a run on a healthy simulator, and its distinct writes in order
+    (method, path pattern); once per test process."""
+    if not _REFERENCE:
+        with tempfile.TemporaryDirectory() as tmp, running_sim(ESTATE, Path(tmp) / "sim") as sim:
+            run = Run(sim, Path(tmp))
+            sim.server.middleware.requests.clear()
+            outcomes = run.apply()
+            assert all(o.outcome == "done" for o in outcomes.values()), outcomes
+            writes: list[tuple[str, str]] = []
+            for method, path, _ in sim.server.middleware.requests:
+                if _is_write(method, path) and (method, _pattern(path)) not in writes:
+                    writes.append((method, _pattern(path)))
+            _REFERENCE["shape"] = run.shape()
+            _REFERENCE["writes"] = writes
+            run.journal.close()
+        assert len(_REFERENCE["writes"]) == WRITES, (
+            f"the reference run sent {len(_REFERENCE['writes'])} distinct writes, not {WRITES}: "
+            "the plan changed shape; set WRITES to match. Writes: "
+            + "; ".join(f"{m} {p}" for m, p in _REFERENCE["writes"]))
+    return _REFERENCE["shape"], _REFERENCE["writes"]
+
+
+@pytest.mark.parametrize("kind", AFTER_KINDS)
+@pytest.mark.parametrize("index", range(WRITES))
+def test_a_write_whose_answer_is_lost_is_found_done(
+        sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: int,
+        kind: str) -> None:
+    expected, writes = reference()
+    method, pattern = writes[index]
+    monkeypatch.setenv("MIGRATOR_STASH_KEY_FILE", str(tmp_path / "keys" / "stash.key"))
+    run = Run(sim, tmp_path)
+    sim.server.faults.update({"rules": [{"kind": kind, "method": method, "path": pattern}]})
+    try:
+        outcomes = run.apply()
+        aimed = [(m, p) for m, p, k in sim.server.middleware.requests if k == kind]
+        not_done = {app: (o.outcome, o.message) for app, o in outcomes.items()
+                    if o.outcome != "done"}
+        assert not not_done, (method, pattern, not_done)
+        assert len(aimed) == 1, (method, pattern, aimed)
+        assert sim.server.middleware.counts == {f"{_service(aimed[0][1])}:{kind}": 1}
+        assert not run.open_steps(), run.open_steps()
+        assert run.shape() == expected, (method, pattern)
+    finally:
+        run.journal.close()
+
+
+def _service(path: str) -> str:
+    from migrator.sim.faults import service_of
+
+    return str(service_of(path))
+
+
+def test_the_reference_run_sends_the_writes_the_cases_aim_at() -> None:
+    """The cases above are one per distinct write of the reference run: it holds every kind
+    of write the executor makes for these apps."""
+    _, writes = reference()
+    shown = " ".join(f"{m} {p}" for m, p in writes)
+    for needle in ("PATCH", "roleAssignments", "accessPolicies", "appRoleAssignments",
+                   "appsettings", "removePassword", "oauth2",
+                   "userAssignedIdentities"):
+        assert needle in shown, (needle, shown)
