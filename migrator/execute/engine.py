@@ -317,6 +317,23 @@ class Engine:
                                          f"{app.name}'s identity is not in Graph yet")
         return IdentityFacts(principal, record.app_id, site_id, record.display_name)
 
+    def _shared_before(self, step: Step) -> dict[str, Any] | None:
+        """For a step another app of the plan shares (one identity, one grant), the state
+        before the *first* of them ran: what was there before the plan. A snapshot taken now
+        would find the other app's identity or grant and call it pre-existing, so that rolling
+        back the apps in plan order left both keeping it (the first "still needed by" the
+        second, the second "had it before the plan"): an identity with rights no app uses."""
+        for other_name in step.shared_with:
+            other = self._apps.get(other_name)
+            if other is None:
+                continue
+            twins = {s.id for stage in other.stages for s in stage.steps
+                     if s.params == step.params}
+            for entry in self.journal.entries(self.plan.name, other_name):
+                if entry.step_id in twins and entry.state is StepState.STARTED:
+                    return dict(entry.before)  # entries come oldest first
+        return None
+
     def _still_needed(self, app: AppPlan) -> Callable[[Step], list[str]]:
         def needed(step: Step) -> list[str]:
             last = self._last()
@@ -405,7 +422,9 @@ class Engine:
                 self.events(EngineEvent("step-done", app, step.title))
                 return
         else:
-            before = self._patient(lambda: handler.snapshot(ctx, step))
+            shared = self._shared_before(step)
+            before = shared if shared is not None else self._patient(
+                lambda: handler.snapshot(ctx, step))
             self._record(app, stage, step, StepState.STARTED, before=before)
         try:
             result = self._patient(lambda: handler.do(ctx, step, before))
