@@ -23,6 +23,13 @@ class IdentityRecord:
     type: str  # None | SystemAssigned | UserAssigned | SystemAssigned, UserAssigned
     principal_id: str | None
     user_assigned: tuple[str, ...]
+    # (lower-case resource id, principal id) of each user-assigned identity as the site holds
+    # it: the ids of when it was assigned, stale if the identity was re-created since.
+    user_assigned_principals: tuple[tuple[str, str], ...] = ()
+
+    def held_principal(self, resource_id: str) -> str | None:
+        """The principal id the site holds for one of its user-assigned identities."""
+        return dict(self.user_assigned_principals).get(resource_id.lower())
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,11 @@ def _identity(identity: object | None) -> IdentityRecord:
     kind = getattr(identity, "type", None)
     kind_text = str(getattr(kind, "value", kind) or "None")
     uai = getattr(identity, "user_assigned_identities", None) or {}
-    return IdentityRecord(kind_text, getattr(identity, "principal_id", None), tuple(sorted(uai)))
+    held = tuple(sorted(
+        (str(rid).lower(), str(principal).lower()) for rid, value in uai.items()
+        if (principal := getattr(value, "principal_id", None))))
+    return IdentityRecord(kind_text, getattr(identity, "principal_id", None), tuple(sorted(uai)),
+                          held)
 
 
 def _site(subscription_id: str, site: object, slot_of: str | None = None) -> SiteRecord:

@@ -277,10 +277,39 @@ class Engine:
                                                                      last):
                             return "waiting", (f"{app.name}: revoke waits until {other}, which "
                                                "holds the same credential, is swapped too")
+        if stage is not Stage.IDENTITY:
+            stale = self._patient(lambda: self._stale_identity(app))
+            if stale is not None:
+                return "refused", stale
         if stage in (Stage.IDENTITY, Stage.GRANT, Stage.SWAP) and not self._stage_touched(
                 app, Stage.SWAP, last) and self._patient(lambda: self._drifted(app)):
             return "refused", (f"{app.name}: its settings changed since the plan was made "
                                "(fingerprint mismatch); make a new plan")
+        return None
+
+    def _stale_identity(self, app: AppPlan) -> str | None:
+        """Why the user-assigned identity the identity stage gave the app no longer works, or
+        None. Deleting one leaves the site's entry for it (with the old ids); one made again
+        under the same name is another principal, which the site does not have until it is
+        assigned again. Rights granted to it now would go to a principal the app cannot use."""
+        for stage in app.stages:
+            for step in stage.steps:
+                p = step.params
+                if not isinstance(p, AssignUserAssignedIdentity):
+                    continue
+                held = self.cloud.site(p.site_id).record.identity.held_principal(p.resource_id)
+                if held is None:
+                    return None  # not assigned (yet): the identity stage's steps say
+                found = self.cloud.user_assigned_identity(p.resource_id)
+                now = "no longer exists" if found is None else (
+                    f"was re-created since it was assigned (principal {found.principal_id})"
+                    if found.principal_id.lower() != held.lower() else None)
+                if now is None:
+                    return None
+                return (f"{app.name}: the user-assigned identity {p.identity} {now}, but the "
+                        f"app still holds the old one (principal {held}), which cannot sign "
+                        f"in: roll the app back (`migrator rollback <plan> --app {app.name}`) "
+                        "and apply again, which assigns the identity anew")
         return None
 
     # -- identity

@@ -240,6 +240,14 @@ class _EnsureUserAssignedIdentity:
         needed = ctx.still_needed(step)
         if needed:
             return {"kept": f"still used by {', '.join(needed)}"}
+        found = ctx.cloud.user_assigned_identity(step.params.resource_id)
+        if found is None:
+            return {"kept": "already deleted"}
+        made = str(result.get("principal_id") or "").lower()
+        if made and found.principal_id.lower() != made:
+            # Deleted and made again by someone else since this plan made it: not ours.
+            return {"kept": f"re-created since this plan made it (principal "
+                            f"{found.principal_id}, not {made}): not this plan's to delete"}
         ctx.cloud.delete_user_assigned_identity(step.params.resource_id)
         return {}
 

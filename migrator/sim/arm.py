@@ -193,14 +193,15 @@ class Arm:
             out["userAssignedIdentities"] = {}
             for rid in ident.user_assigned:
                 uai = self.t.identities.get(rid.lower())
+                held = ident.assigned_ids.get(rid.lower()) or (
+                    (uai.principal_id, uai.client_id) if uai else None)
                 # Azure answers the keys with a lower-case `resourcegroups` segment whatever
                 # casing was written (Azure/azure-cli appservice recording
                 # test_functionapp_assign_user_identity.yaml): a client must compare resource
                 # ids case-insensitively.
                 key = re.sub("/resourcegroups/", "/resourcegroups/", rid, flags=re.IGNORECASE)
                 out["userAssignedIdentities"][key] = (
-                    {"principalId": uai.principal_id, "clientId": uai.client_id} if uai else {}
-                )
+                    {"principalId": held[0], "clientId": held[1]} if held else {})
         return out
 
     def site_json(self, app: WebApp) -> dict[str, Any]:
@@ -278,6 +279,11 @@ class Arm:
         if "userassigned" in kinds:
             keep = [r for r in app.identity.user_assigned if listed.get(r, {}) is not None
                     and not any(k.lower() == r.lower() and v is None for k, v in listed.items())]
+            # An identity listed again keeps the ids the site holds for it, even if it was
+            # deleted and made anew since: only removing it and assigning it again refreshes
+            # them (the simulator's harsher reading; Azure documents no refresh).
+            held = {r.lower(): app.identity.assigned_ids[r.lower()] for r in keep
+                    if r.lower() in app.identity.assigned_ids}
             for rid, value in listed.items():
                 if value is None or rid.lower() in {r.lower() for r in keep}:
                     continue
@@ -295,12 +301,15 @@ class Arm:
                         f"scope(s) '{uai.id}' (respectively) or the linked scope(s) are "
                         "invalid."))
                 keep.append(uai.id)
+                held[uai.id.lower()] = (uai.principal_id, uai.client_id)
             if not keep:
                 raise WebError(400, "BadRequest", (
                     "Identity type UserAssigned needs at least one user-assigned identity."))
             app.identity.user_assigned = keep
+            app.identity.assigned_ids = held
         else:
             app.identity.user_assigned = []
+            app.identity.assigned_ids = {}
             if app.key_vault_reference_identity != "SystemAssigned":
                 app.key_vault_reference_identity = "SystemAssigned"
         if "systemassigned" in kinds:
@@ -530,13 +539,8 @@ class Arm:
         self.authorize(call, "Microsoft.ManagedIdentity/userAssignedIdentities/delete",
                        self.uai_scope(call))
         self.resource_group(call)
-        uai = self.t.identities.pop(self.uai_scope(call).lower(), None)
-        if uai is None:
+        if self.t.delete_identity(self.uai_scope(call)) is None:
             return Response(status_code=204)
-        self.t.delete_service_principal(uai.principal_id)
-        for app in self.t.webapps():
-            app.identity.user_assigned = [r for r in app.identity.user_assigned
-                                          if r.lower() != uai.id.lower()]
         return Response(status_code=200)
 
     # -- Microsoft.Authorization

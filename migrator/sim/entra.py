@@ -185,12 +185,19 @@ def select_identity(tenant: Tenant, host: WebApp | AutomationAccount, *,
     if selected:
         for rid in host.identity.user_assigned:
             uai = tenant.identities.get(rid.lower())
-            if uai is None:
+            held = host.identity.assigned_ids.get(rid.lower()) or (
+                (uai.principal_id, uai.client_id) if uai else None)
+            if held is None:
                 continue
-            if (client_id and uai.client_id == client_id.lower()) or (
-                principal_id and uai.principal_id == principal_id.lower()) or (
+            if (client_id and held[1] == client_id.lower()) or (
+                principal_id and held[0] == principal_id.lower()) or (
                     resource_id and rid.lower() == resource_id.lower()):
-                sp = tenant.service_principals[uai.principal_id]
+                sp = tenant.service_principals.get(held[0])
+                if uai is None or sp is None or held[0] != uai.principal_id:
+                    # Deleted (or deleted and made anew) since it was assigned.
+                    raise SimError(400, "invalid_request", (
+                        f"The user-assigned identity {rid} assigned to {host.display} does "
+                        "not exist."))
                 return _usable(tenant, sp)
         if principal_id and host.identity.system_principal_id == principal_id.lower():
             return _usable(tenant, tenant.service_principals[principal_id.lower()])

@@ -118,9 +118,19 @@ class Runtime:
             return self._visible(app.identity.system_principal_id)
         if kvri.lower() not in {r.lower() for r in app.identity.user_assigned}:
             raise CredentialFailure(f"Key Vault reference identity {kvri} is not assigned")
-        uai = self.t.identities.get(kvri.lower())
-        if uai is None:
-            raise CredentialFailure(f"Key Vault reference identity {kvri} does not exist")
+        return self._assigned(app, kvri)
+
+    def _assigned(self, app: WebApp, resource_id: str) -> ServicePrincipal:
+        """The principal of a user-assigned identity as the site holds it: none if the identity
+        was deleted, or deleted and made anew, since it was assigned (the site's ids are the
+        old ones until it is assigned again)."""
+        uai = self.t.identities.get(resource_id.lower())
+        held = app.identity.assigned_ids.get(resource_id.lower())
+        if uai is None or (held is not None and held[0] != uai.principal_id):
+            raise CredentialFailure(
+                f"ManagedIdentityCredential: the user-assigned identity {resource_id} assigned "
+                f"to {app.display} no longer exists (deleted, or re-created with new ids since "
+                "it was assigned)")
         return self._visible(uai.principal_id)
 
     def _visible(self, object_id: str) -> ServicePrincipal:
@@ -143,8 +153,10 @@ class Runtime:
         if client_id:
             for rid in app.identity.user_assigned:
                 uai = self.t.identities.get(rid.lower())
-                if uai is not None and uai.client_id == client_id.lower():
-                    return self._visible(uai.principal_id)
+                held = app.identity.assigned_ids.get(rid.lower()) or (
+                    (uai.principal_id, uai.client_id) if uai else None)
+                if held is not None and held[1] == client_id.lower():
+                    return self._assigned(app, rid)
             raise CredentialFailure(
                 f"ManagedIdentityCredential: no user-assigned identity with client id "
                 f"{client_id} on {app.display} (AZURE_CLIENT_ID is taken as one)")

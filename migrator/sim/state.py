@@ -239,6 +239,20 @@ class ConnectionString:
 class SiteIdentity:
     system_principal_id: str | None = None
     user_assigned: list[str] = field(default_factory=list)  # UAI resource ids
+    # lower-case UAI resource id -> (principal id, client id) as they were when it was
+    # assigned. Azure keeps these on the site: deleting the identity leaves the entry behind,
+    # and one re-created under the same name (new ids) does not reach the site until it is
+    # assigned again (see Tenant.delete_identity).
+    assigned_ids: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def assign(self, uai: UserAssignedIdentity) -> None:
+        if uai.id.lower() not in {r.lower() for r in self.user_assigned}:
+            self.user_assigned.append(uai.id)
+        self.assigned_ids[uai.id.lower()] = (uai.principal_id, uai.client_id)
+
+    def unassign(self, resource_id: str) -> None:
+        self.user_assigned = [r for r in self.user_assigned if r.lower() != resource_id.lower()]
+        self.assigned_ids.pop(resource_id.lower(), None)
 
     @property
     def type(self) -> str:
@@ -390,6 +404,7 @@ class Tenant:
         self.role_definitions: dict[str, RoleDefinition] = {r.id: r for r in BUILTIN_ROLES}
         self.subscriptions: dict[str, Subscription] = {}
         self.identities: dict[str, UserAssignedIdentity] = {}  # lowercase resource id
+        self.identity_generations: dict[str, int] = {}  # lowercase resource id -> deletions
         self.vaults: dict[str, KeyVault] = {}  # lowercase name
         self.sites: dict[str, WebApp] = {}  # lowercase name
         self.sql_servers: dict[str, SqlServer] = {}  # lowercase name
@@ -541,14 +556,33 @@ class Tenant:
         if existing:
             existing.location = location
             return existing
+        # A re-created identity is a new principal with new ids (generation > 0).
+        generation = self.identity_generations.get(rid.lower(), 0)
+        seed = rid.lower() if generation == 0 else f"{rid.lower()}#{generation}"
         uai = UserAssignedIdentity(
             subscription_id, resource_group, name, location,
-            client_id=derive_id("uai-client", rid.lower()),
-            principal_id=derive_id("uai-principal", rid.lower()),
+            client_id=derive_id("uai-client", seed),
+            principal_id=derive_id("uai-principal", seed),
         )
         self.identities[rid.lower()] = uai
         self.new_managed_sp(name, rid, client_id=uai.client_id, object_id=uai.principal_id,
                             delayed=delayed)
+        return uai
+
+    def delete_identity(self, resource_id: str) -> UserAssignedIdentity | None:
+        """Delete a user-assigned identity as Azure does: its principal goes (and its Graph
+        app-role assignments with it); its ARM role assignments stay, orphaned; and the sites
+        it was assigned to keep their entry for it, with the old ids, which no longer sign in
+        ("When a managed identity is deleted, any role assignments for that managed identity
+        are not automatically deleted", learn.microsoft.com/samples/azure/
+        azure-quickstart-templates/key-vault-managed-identity-role-assignment). One made again
+        under the same name gets new principal and client ids."""
+        uai = self.identities.pop(resource_id.lower(), None)
+        if uai is None:
+            return None
+        self.identity_generations[resource_id.lower()] = (
+            self.identity_generations.get(resource_id.lower(), 0) + 1)
+        self.delete_service_principal(uai.principal_id)
         return uai
 
     def identity_header_for(self, resource_id: str) -> str:
@@ -730,6 +764,10 @@ def _build_site(tenant: Tenant, names: EstateNames, sid: str, rg: str, location:
         elif identity == "both":
             uai_names = [n for n, (s, g, _) in names.uais.items() if s == sid and g == rg]
         app.identity.user_assigned = [names.uai_resource_id(n) for n in uai_names]
+        for rid in app.identity.user_assigned:
+            uai = tenant.identities.get(rid.lower())
+            if uai is not None:
+                app.identity.assign(uai)
         if system:
             oid = tenant.enable_system_identity(app, delayed=False)
             tenant.names[app.display] = oid
