@@ -851,6 +851,10 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
         route("/v1.0/applications/{id}", {"GET": get_application}),
         route("/v1.0/applications/{id}/addPassword", {"POST": add_password}),
         route("/v1.0/applications/{id}/removePassword", {"POST": remove_password}),
+        # The alternate key (learn.microsoft.com/graph/api/application-addpassword: "POST
+        # /applications(appId='{appId}')/addPassword"), as Graph serves it.
+        route("/v1.0/applications(appId='{app_id}')/addPassword", {"POST": add_password}),
+        route("/v1.0/applications(appId='{app_id}')/removePassword", {"POST": remove_password}),
         route("/v1.0/servicePrincipals", {"GET": list_sps}),
         route("/v1.0/servicePrincipals(appId='{app_id}')", {"GET": get_sp, "PATCH": patch_sp}),
         route("/v1.0/servicePrincipals/{id}", {"GET": get_sp, "PATCH": patch_sp}),

@@ -631,6 +631,33 @@ def test_wire_shapes_and_odd_requests(sim: Sim) -> None:
     assert not_json.json()["error"]["code"] == "BadRequest"
 
 
+def test_add_and_remove_password_by_the_app_id_alternate_key(sim: Sim) -> None:
+    """Graph serves `applications(appId='…')/addPassword|removePassword` as well as the object
+    id form (learn.microsoft.com/graph/api/application-addpassword, HTTP request)."""
+    token = sim.graph_token(operator(sim))
+    app_id = sim.app_id("reader-sp")
+    by_app_id = f"/v1.0/applications(appId='{app_id}')"
+    before = {p["keyId"] for p in sim.raw("GET", by_app_id, token=token).json()[
+        "passwordCredentials"]}
+
+    added = sim.raw("POST", f"{by_app_id}/addPassword", token=token,
+                    json={"passwordCredential": {"displayName": "alternate key"}})
+    assert added.status_code == 200, added.text
+    made = added.json()
+    assert made["secretText"] and made["displayName"] == "alternate key"
+    by_id = sim.raw("GET", f"/v1.0/applications/{sim.app_object_id('reader-sp')}", token=token)
+    assert {p["keyId"] for p in by_id.json()["passwordCredentials"]} == before | {made["keyId"]}
+
+    removed = sim.raw("POST", f"{by_app_id}/removePassword", token=token,
+                      json={"keyId": made["keyId"]})
+    assert removed.status_code == 204, removed.text
+    assert {p["keyId"] for p in sim.raw("GET", by_app_id, token=token).json()[
+        "passwordCredentials"]} == before
+    unknown = sim.raw("POST", "/v1.0/applications(appId='00000000-0000-0000-0000-000000000000')"
+                      "/removePassword", token=token, json={"keyId": made["keyId"]})
+    assert unknown.status_code == 404
+
+
 def test_expand_app_role_assignments_on_a_filtered_list(sim: Sim) -> None:
     token = sim.graph_token(operator(sim))
     app_ids = [sim.server.tenant.service_principals[sim.server.tenant.names[n]].app_id
