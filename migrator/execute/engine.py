@@ -346,37 +346,36 @@ class Engine:
                                          f"{app.name}'s identity is not in Graph yet")
         return IdentityFacts(principal, record.app_id, site_id, record.display_name)
 
-    def _shared_before(self, step: Step) -> dict[str, Any] | None:
-        """For a step another app of the plan shares (one identity, one grant), the state
-        before the *first* of them ran: what was there before the plan. A snapshot taken now
-        would find the other app's identity or grant and call it pre-existing, so that rolling
-        back the apps in plan order left both keeping it (the first "still needed by" the
-        second, the second "had it before the plan"): an identity with rights no app uses."""
+    def _twins(self, step: Step) -> list[tuple[str, str]]:
+        """(app, step id) of the same step in the other apps that share it (one identity, one
+        grant): the steps whose journal entries say whether it is still needed, and what was
+        there before the plan."""
+        out = []
         for other_name in step.shared_with:
             other = self._apps.get(other_name)
-            if other is None:
-                continue
-            twins = {s.id for stage in other.stages for s in stage.steps
-                     if s.params == step.params}
+            if other is not None:
+                out += [(other_name, s.id) for stage in other.stages for s in stage.steps
+                        if s.params == step.params]
+        return out
+
+    def _shared_before(self, step: Step) -> dict[str, Any] | None:
+        """For a step another app of the plan shares, the state before the *first* of them
+        ran: what was there before the plan. A snapshot taken now would find the other app's
+        identity or grant and call it pre-existing, so that rolling back the apps in plan
+        order left both keeping it (the first "still needed by" the second, the second "had it
+        before the plan"): an identity with rights no app uses."""
+        for other_name, step_id in self._twins(step):
             for entry in self.journal.entries(self.plan.name, other_name):
-                if entry.step_id in twins and entry.state is StepState.STARTED:
+                if entry.step_id == step_id and entry.state is StepState.STARTED:
                     return dict(entry.before)  # entries come oldest first
         return None
 
     def _still_needed(self, app: AppPlan) -> Callable[[Step], list[str]]:
         def needed(step: Step) -> list[str]:
             last = self._last()
-            out = []
-            for other_name in step.shared_with:
-                other = self._apps.get(other_name)
-                if other is None:
-                    continue
-                for stage in other.stages:
-                    for s in stage.steps:
-                        if s.params == step.params and (e := last.get(s.id)) is not None \
-                                and e.state is not StepState.UNDONE:
-                            out.append(other_name)
-            return sorted(set(out))
+            return sorted({other_name for other_name, step_id in self._twins(step)
+                           if (e := last.get(step_id)) is not None
+                           and e.state is not StepState.UNDONE})
         return needed
 
     def _context(self, app: AppPlan, options: ApplyOptions, notes: list[str]) -> StepContext:

@@ -193,8 +193,7 @@ class Arm:
             out["userAssignedIdentities"] = {}
             for rid in ident.user_assigned:
                 uai = self.t.identities.get(rid.lower())
-                held = ident.assigned_ids.get(rid.lower()) or (
-                    (uai.principal_id, uai.client_id) if uai else None)
+                held = ident.held(rid, uai)
                 # Azure answers the keys with a lower-case `resourcegroups` segment whatever
                 # casing was written (Azure/azure-cli appservice recording
                 # test_functionapp_assign_user_identity.yaml): a client must compare resource

@@ -185,8 +185,7 @@ def select_identity(tenant: Tenant, host: WebApp | AutomationAccount, *,
     if selected:
         for rid in host.identity.user_assigned:
             uai = tenant.identities.get(rid.lower())
-            held = host.identity.assigned_ids.get(rid.lower()) or (
-                (uai.principal_id, uai.client_id) if uai else None)
+            held = host.identity.held(rid, uai)
             if held is None:
                 continue
             if (client_id and held[1] == client_id.lower()) or (

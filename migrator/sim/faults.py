@@ -71,7 +71,7 @@ class FaultRule:
                 and self._pattern.search(path) is not None)
 
     def as_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return asdict(self)  # the fields only: the compiled pattern is not one
 
 
 @dataclass

@@ -153,8 +153,7 @@ class Runtime:
         if client_id:
             for rid in app.identity.user_assigned:
                 uai = self.t.identities.get(rid.lower())
-                held = app.identity.assigned_ids.get(rid.lower()) or (
-                    (uai.principal_id, uai.client_id) if uai else None)
+                held = app.identity.held(rid, uai)
                 if held is not None and held[1] == client_id.lower():
                     return self._assigned(app, rid)
             raise CredentialFailure(

@@ -250,9 +250,12 @@ class SiteIdentity:
             self.user_assigned.append(uai.id)
         self.assigned_ids[uai.id.lower()] = (uai.principal_id, uai.client_id)
 
-    def unassign(self, resource_id: str) -> None:
-        self.user_assigned = [r for r in self.user_assigned if r.lower() != resource_id.lower()]
-        self.assigned_ids.pop(resource_id.lower(), None)
+    def held(self, resource_id: str, current: UserAssignedIdentity | None
+             ) -> tuple[str, str] | None:
+        """(principal id, client id) the site holds for one of its user-assigned identities:
+        those of its assignment, else the identity's own (`current`, or None)."""
+        return self.assigned_ids.get(resource_id.lower()) or (
+            (current.principal_id, current.client_id) if current else None)
 
     @property
     def type(self) -> str:

@@ -48,7 +48,7 @@ from migrator.execute.journal import SqliteJournal
 from migrator.execute.stash import FileStash
 from migrator.plan import PlanOptions, build_plan
 from migrator.scan import Scanner
-from migrator.sim.faults import AFTER_KINDS
+from migrator.sim.faults import AFTER_KINDS, service_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -169,7 +169,7 @@ def _aim(sim: Sim, kind: str, method: str, pattern: str) -> None:
 def _hit_once(sim: Sim, kind: str, method: str, pattern: str) -> None:
     aimed = [(m, p) for m, p, k in sim.server.middleware.requests if k == kind]
     assert len(aimed) == 1, (method, pattern, aimed)
-    assert sim.server.middleware.counts == {f"{_service(aimed[0][1])}:{kind}": 1}
+    assert sim.server.middleware.counts == {f"{service_of(aimed[0][1])}:{kind}": 1}
 
 
 @pytest.mark.parametrize("kind", AFTER_KINDS)
@@ -219,12 +219,6 @@ def test_a_rollback_write_whose_answer_is_lost_is_found_undone(
         assert run.shape() == expected["rolled_back"], (method, pattern)
     finally:
         run.journal.close()
-
-
-def _service(path: str) -> str:
-    from migrator.sim.faults import service_of
-
-    return str(service_of(path))
 
 
 def test_the_reference_run_sends_the_writes_the_cases_aim_at() -> None:
