@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from migrator.sim.context import SimContext, arm_error, request_id
-from migrator.sim.rbac import RoleDefinition
+from migrator.sim.rbac import RoleDefinition, scope_covers
 from migrator.sim.state import (
     AccessPolicy,
     ConnectionString,
@@ -549,8 +549,9 @@ class Arm:
             "id": f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{role.id}",
             "name": role.id, "type": "Microsoft.Authorization/roleDefinitions",
             "properties": {
-                "roleName": role.name, "type": "BuiltInRole", "description": role.description,
-                "assignableScopes": ["/"],
+                "roleName": role.name, "type": "CustomRole" if role.custom else "BuiltInRole",
+                "description": role.description,
+                "assignableScopes": list(role.assignable_scopes),
                 "permissions": [{"actions": list(role.actions),
                                  "notActions": list(role.not_actions),
                                  "dataActions": list(role.data_actions),
@@ -562,8 +563,11 @@ class Arm:
         scope = call.params["scope"]
         flt = call.query.get("$filter", "")
         m = re.search(r"roleName\s+eq\s+'([^']*)'", flt, re.IGNORECASE)
+        # Roles that apply at the scope: every built-in one, and the custom roles assignable
+        # at the scope or above it.
         roles = [r for r in self.t.role_definitions.values()
-                 if m is None or r.name.lower() == m.group(1).lower()]
+                 if (m is None or r.name.lower() == m.group(1).lower())
+                 and any(scope_covers(a, scope or "/") for a in r.assignable_scopes)]
         return _json({"value": [self.role_definition_json(r, scope) for r in roles]})
 
     async def get_role_definition(self, call: Call) -> Response:
@@ -573,6 +577,36 @@ class Arm:
                            f"The specified role definition with ID '{call.params['name']}' "
                            "does not exist.")
         return _json(self.role_definition_json(role, call.params["scope"]))
+
+    async def list_permissions(self, call: Call) -> Response:
+        """What the caller may do at a scope: one entry per role assignment of its own at the
+        scope or above, with that role's actions (Permissions - List For Resource Group / For
+        Resource, learn.microsoft.com/rest/api/authorization/permissions, api-version
+        2022-04-01; ARM serves the same at a subscription). An action is allowed when some
+        entry lists it in `actions` and that same entry does not list it in `notActions`
+        (azure-docs, "Resource Manager list permissions" in the guide to apps that manage a
+        customer's subscriptions, with the response `{"value":[{"actions":["*"],
+        "notActions":[...]},{"actions":["*/read"],"notActions":[]}]}`). Anyone may ask about
+        themselves, so the call needs no role."""
+        scope = call.params["scope"].rstrip("/")
+        sub = _sub_of(scope)
+        if not sub or sub["sub"].lower() not in self.t.subscriptions:
+            raise SimError(404, "SubscriptionNotFound",
+                           f"The subscription '{sub.get('sub', '')}' could not be found.")
+        rg = re.match(r"/subscriptions/[^/]+/resourceGroups/([^/]+)", scope, re.IGNORECASE)
+        groups = self.t.subscriptions[sub["sub"].lower()].resource_groups
+        if rg and rg.group(1).lower() not in groups:
+            raise SimError(404, "ResourceGroupNotFound",
+                           f"Resource group '{rg.group(1)}' could not be found.")
+        out = []
+        for a in sorted(self.t.assignments_of(call.caller.object_id), key=lambda a: a.name):
+            role = self.t.role_definitions.get(a.role_definition_id)
+            if role is None or not scope_covers(a.scope, scope):
+                continue
+            out.append({"actions": list(role.actions), "notActions": list(role.not_actions),
+                        "dataActions": list(role.data_actions),
+                        "notDataActions": list(role.not_data_actions)})
+        return self.page(call, out)
 
     def assignment_json(self, ra: RoleAssignment) -> dict[str, Any]:
         sub = re.match(r"/subscriptions/[^/]+", ra.scope, re.IGNORECASE)
@@ -750,6 +784,7 @@ def _table(arm: Arm) -> list[tuple[str, re.Pattern[str], Handler]]:
         ("PUT", UAI, arm.put_uai),
         ("PATCH", UAI, arm.put_uai),
         ("DELETE", UAI, arm.delete_uai),
+        ("GET", AUTHZ + r"/permissions", arm.list_permissions),
         ("GET", AUTHZ + r"/roleDefinitions", arm.list_role_definitions),
         ("GET", AUTHZ + r"/roleDefinitions/(?P<name>[^/]+)", arm.get_role_definition),
         ("GET", AUTHZ + r"/roleAssignments", arm.list_role_assignments),

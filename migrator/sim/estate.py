@@ -61,6 +61,9 @@ class PrincipalSpec(_Spec):
     app_roles: list[str] = []
     # App roles of the estate's own APIs granted to this principal: "api-principal/Role.Value".
     api_app_roles: list[str] = []
+    # Principals that own this app registration (Entra "Owners"): one holding only
+    # Application.ReadWrite.OwnedBy may add and remove its passwords.
+    owners: list[str] = []
     enabled: bool = True
 
 
@@ -210,11 +213,33 @@ class RoleAssignmentSpec(_Spec):
     condition_version: Literal["2.0"] | None = None
 
 
+def custom_role_id(name: str) -> str:
+    """The id of a custom role the estate gives none: uuid5 of its name."""
+    return derive_id("role-definition", name)
+
+
+class RoleDefinitionSpec(_Spec):
+    """A custom role, as `az role definition create` takes one: its permissions and the scopes
+    it may be assigned at (subscription names allowed, as in every scope of the estate). The id
+    is derived from the name when left out. Azure refuses a custom role named like a built-in
+    one, and so does the estate."""
+
+    name: str = Field(min_length=1)
+    id: UUID | None = None
+    description: str = ""
+    actions: list[str] = []
+    not_actions: list[str] = []
+    data_actions: list[str] = []
+    not_data_actions: list[str] = []
+    assignable_scopes: list[str] = Field(min_length=1)
+
+
 class EstateSpec(_Spec):
     tenant: TenantSpec
     operator: str
     principals: list[PrincipalSpec] = []
     subscriptions: list[SubscriptionSpec] = []
+    role_definitions: list[RoleDefinitionSpec] = []
     role_assignments: list[RoleAssignmentSpec] = []
 
 
@@ -481,6 +506,9 @@ def check_references(spec: EstateSpec) -> tuple[Loc, str] | None:
             exposed.add(value)
     names = EstateNames(spec)
     for i, p in enumerate(spec.principals):
+        for j, owner in enumerate(p.owners):
+            if owner not in names.principals:
+                return ("principals", i, "owners", j), f"unknown principal {owner!r}"
         for j, grant in enumerate(p.api_app_roles):
             if (msg := names.app_role_problem(grant)):
                 return ("principals", i, "api_app_roles", j), msg
@@ -556,11 +584,22 @@ def check_references(spec: EstateSpec) -> tuple[Loc, str] | None:
                     for ni, need in enumerate(target.needs):
                         if (msg := _need_problem(need, names, target)):
                             return (*loc, "needs", ni), msg
+    custom: set[str] = set()
+    for di, rd in enumerate(spec.role_definitions):
+        loc = ("role_definitions", di)
+        if rd.name.lower() in ROLES_BY_NAME or rd.name.lower() in custom:
+            return (*loc, "name"), (
+                f"a role named {rd.name!r} exists already (role names are unique in a tenant)")
+        custom |= {rd.name.lower(), str(rd.id or custom_role_id(rd.name))}
+        for si, scope in enumerate(rd.assignable_scopes):
+            if scope != "/" and (msg := _scope_problem(names.scope(scope), names)):
+                return (*loc, "assignable_scopes", si), msg
     for ai, ra in enumerate(spec.role_assignments):
         loc = ("role_assignments", ai)
         if (msg := names.principal_ref_problem(ra.principal)):
             return (*loc, "principal"), msg
-        if ra.role.lower() not in ROLES_BY_NAME and ra.role.lower() not in ROLES_BY_ID:
+        known = (ROLES_BY_NAME, ROLES_BY_ID, custom)
+        if not any(ra.role.lower() in k for k in known):
             return (*loc, "role"), f"unknown role {ra.role!r}"
         if (msg := _scope_problem(names.scope(ra.scope), names)):
             return (*loc, "scope"), msg

@@ -147,6 +147,25 @@ def require(caller: Caller, *needs: frozenset[str]) -> None:
         raise denied()
 
 
+OWNED_BY = "Application.ReadWrite.OwnedBy"
+
+
+def may_manage(caller: Caller) -> bool:
+    """Whether the caller may try to manage some application: with a write role any, with
+    only Application.ReadWrite.OwnedBy those it owns (checked with `require_owner`)."""
+    held = set(caller.roles)
+    if not held & (WRITE_ROLES | {OWNED_BY}):
+        raise denied()
+    return bool(held & WRITE_ROLES)
+
+
+def require_owner(caller: Caller, app: Application) -> None:
+    """Application.ReadWrite.OwnedBy: "It cannot update any apps that it is not an owner of"
+    (its published description; learn.microsoft.com/graph/permissions-reference)."""
+    if caller.object_id not in app.owners:
+        raise denied()
+
+
 # --- JSON shapes -------------------------------------------------------------------------------
 
 
@@ -669,8 +688,24 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
         return entity_response(ctx, request, item, entity=APPLICATIONS,
                                context="applications")
 
+    async def list_owners(request: Request, caller: Caller) -> Response:
+        """GET /applications/{id}/owners: the registration's owners as directory objects
+        (Application.Read.All, or OwnedBy for an app the caller owns)."""
+        held = set(caller.roles)
+        if not held & (READ_ROLES | {OWNED_BY}):
+            raise denied()
+        with tenant.lock:
+            app = find_application(tenant, request)
+            if not held & READ_ROLES:
+                require_owner(caller, app)
+            items = [{"@odata.type": "#microsoft.graph.servicePrincipal",
+                      **service_principal_json(tenant, sp)}
+                     for oid in app.owners if (sp := tenant.visible_sp(oid)) is not None]
+        return GraphJSONResponse({"@odata.context": f"{ctx.base_url}/v1.0/$metadata#"
+                                                    "directoryObjects", "value": items})
+
     async def add_password(request: Request, caller: Caller) -> Response:
-        require(caller, WRITE_ROLES)
+        any_app = may_manage(caller)
         body = await read_body(request)
         spec = body.get("passwordCredential") or {}
         if not isinstance(spec, dict):
@@ -686,6 +721,8 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
             raise invalid_value("endDateTime", "PasswordCredential")
         with tenant.lock:
             app = find_application(tenant, request)
+            if not any_app:
+                require_owner(caller, app)
             cred = tenant.add_password(app, display_name, end)
             if start is not None:
                 if start >= cred.end:
@@ -698,11 +735,13 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
         return GraphJSONResponse(body_out)
 
     async def remove_password(request: Request, caller: Caller) -> Response:
-        require(caller, WRITE_ROLES)
+        any_app = may_manage(caller)
         body = await read_body(request)
         key_id = guid_field(body, "keyId", "PasswordCredential")
         with tenant.lock:
             app = find_application(tenant, request)
+            if not any_app:
+                require_owner(caller, app)
             match = next((p for p in app.passwords if p.key_id.lower() == key_id), None)
             if match is None:
                 raise bad_request(f"No password credential found with keyId {key_id}.")
@@ -849,6 +888,8 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
         route("/v1.0/applications", {"GET": list_applications}),
         route("/v1.0/applications(appId='{app_id}')", {"GET": get_application}),
         route("/v1.0/applications/{id}", {"GET": get_application}),
+        route("/v1.0/applications/{id}/owners", {"GET": list_owners}),
+        route("/v1.0/applications(appId='{app_id}')/owners", {"GET": list_owners}),
         route("/v1.0/applications/{id}/addPassword", {"POST": add_password}),
         route("/v1.0/applications/{id}/removePassword", {"POST": remove_password}),
         # The alternate key (learn.microsoft.com/graph/api/application-addpassword: "POST

@@ -23,6 +23,10 @@ class RoleDefinition:
     not_actions: tuple[str, ...] = ()
     data_actions: tuple[str, ...] = ()
     not_data_actions: tuple[str, ...] = ()
+    # A custom role (estate `role_definitions:`) and the scopes it may be assigned at; a
+    # built-in role is assignable everywhere ("/").
+    custom: bool = False
+    assignable_scopes: tuple[str, ...] = ("/",)
 
     def allows(self, action: str, *, data: bool) -> bool:
         allow, deny = (

@@ -31,6 +31,7 @@ from migrator.sim.estate import (
     NeedSpec,
     SiteSpec,
     SlotSpec,
+    custom_role_id,
     gc_paused,
 )
 from migrator.sim.rbac import BUILTIN_ROLES, ROLES_BY_NAME, RoleDefinition
@@ -78,6 +79,9 @@ class Application:
     display_name: str
     passwords: list[PasswordCredential] = field(default_factory=list)
     created: datetime = field(default_factory=utcnow)
+    # Object ids of the service principals that own the registration: an owner holding only
+    # Application.ReadWrite.OwnedBy may manage its credentials, and nothing else's.
+    owners: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -405,6 +409,7 @@ class Tenant:
         self.role_assignments: IndexedDict[RoleAssignment] = IndexedDict(
             lambda r: r.principal_id)
         self.role_definitions: dict[str, RoleDefinition] = {r.id: r for r in BUILTIN_ROLES}
+        self.roles_by_name: dict[str, RoleDefinition] = dict(ROLES_BY_NAME)  # lowercase
         self.subscriptions: dict[str, Subscription] = {}
         self.identities: dict[str, UserAssignedIdentity] = {}  # lowercase resource id
         self.identity_generations: dict[str, int] = {}  # lowercase resource id -> deletions
@@ -465,7 +470,11 @@ class Tenant:
 
     def role_named(self, name_or_id: str) -> RoleDefinition | None:
         guid = name_or_id.rsplit("/", 1)[-1].lower()
-        return ROLES_BY_NAME.get(name_or_id.lower()) or self.role_definitions.get(guid)
+        return self.roles_by_name.get(name_or_id.lower()) or self.role_definitions.get(guid)
+
+    def add_role_definition(self, role: RoleDefinition) -> None:
+        self.role_definitions[role.id] = role
+        self.roles_by_name[role.name.lower()] = role
 
     # -- authorization
 
@@ -674,7 +683,9 @@ def _build_tenant(spec: EstateSpec) -> Tenant:
         tenant.names[p.name] = sp.object_id
         for role in p.graph_app_roles:
             _grant_graph(tenant, sp.object_id, role)
-    for p in spec.principals:  # once every API exists
+    for p in spec.principals:  # once every principal exists
+        owned = tenant.applications[names.app_object_id(p.name)]
+        owned.owners = [tenant.names[o] for o in p.owners]
         for grant in p.api_app_roles:
             api, _, value = grant.partition("/")
             _grant(tenant, tenant.names[p.name], tenant.names[api], app_role_id(api, value))
@@ -719,6 +730,13 @@ def _build_tenant(spec: EstateSpec) -> Tenant:
                     target = tenant.sql_servers[server.name.lower()].databases[db.name.lower()]
                     for user in db.users:
                         target.users[tenant.names[user.principal]] = list(user.roles)
+    for rd in spec.role_definitions:
+        tenant.add_role_definition(RoleDefinition(
+            str(rd.id or custom_role_id(rd.name)).lower(), rd.name, rd.description,
+            actions=tuple(rd.actions), not_actions=tuple(rd.not_actions),
+            data_actions=tuple(rd.data_actions), not_data_actions=tuple(rd.not_data_actions),
+            custom=True, assignable_scopes=tuple(
+                s if s == "/" else names.scope(s) for s in rd.assignable_scopes)))
     for ra in spec.role_assignments:
         definition = tenant.role_named(ra.role)
         assert definition is not None  # check_references saw to it

@@ -105,6 +105,9 @@ BAD = [
         "role: Owner, scope: /subscriptions/prod}",
         "role: Owner, scope: /subscriptions/prod, condition: \"@Resource[x] Resembles 'y'\"}"),
      r"role_assignments\[0\].condition: operator 'Resembles' is not one the simulator"),
+    ("owner that is no principal", BASE.replace(
+        "  - name: app-sp\n", "  - name: app-sp\n    owners: [ghost]\n"),
+     r"principals\[1\].owners\[0\]: unknown principal 'ghost'"),
     ("need of an app role no API exposes", BASE.replace(
         "            app_settings:",
         "            needs: [{app_role: app-sp/Orders.Read}]\n            app_settings:"),
