@@ -28,7 +28,9 @@ from migrator.sim.state import REALISTIC_DELAYS
 from migrator.untrusted import markup, visible
 
 if TYPE_CHECKING:
+    from migrator.cloud.factory import ClientFactory
     from migrator.execute.engine import AppOutcome, Engine, EngineEvent
+    from migrator.plan.model import Plan
     from migrator.scan import ScanEvent
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -47,8 +49,12 @@ err = Console(stderr=True, soft_wrap=True, emoji=False)
 out = Console(soft_wrap=True, emoji=False)
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+def fail(message: str, code: int = EXIT_BAD_INPUT, *more: str) -> NoReturn:
+    """One line on stderr (and `more` lines under it, each escaped on its own: a line break
+    inside an untrusted text is shown, never obeyed), then exit."""
     err.print(f"[bold red]error:[/] {markup(message)}", highlight=False, soft_wrap=True)
+    for line in more:
+        err.print(markup(line), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -109,7 +115,13 @@ def sim_serve(
         help="Seconds before a new role assignment reaches data-plane checks (the apps' "
              "needs, Key Vault references); minutes in Azure.")] = REALISTIC_DELAYS.rbac,
 ) -> None:
-    """Serve an estate over HTTPS on 127.0.0.1 until SIGINT/SIGTERM."""
+    """Serve an estate over HTTPS on 127.0.0.1 until SIGINT/SIGTERM.
+
+    ARM is authorized by simulated RBAC: the published built-in roles and the estate's custom
+    roles (`role_definitions:`), with their notActions and ABAC conditions; each caller's
+    effective permissions are served at `{scope}/providers/Microsoft.Authorization/
+    permissions`. Delays are Azure's unless shortened here. The estate format and every
+    harsh behaviour modelled are in the README ("The simulated cloud")."""
     from migrator.sim.estate import load_estate
     from migrator.sim.faults import FaultConfig, FaultError
     from migrator.sim.server import SimServer
@@ -259,16 +271,17 @@ def plan(
     try:
         plan_name = check_name(name or _default_plan_name())
         profile = load_profile(cloud)
-        with _read_only_run("the scan for the plan"), ClientFactory(profile) as factory, \
-                scan_progress(enabled=True) as progress:
-            inventory = Scanner(factory, workers=workers, progress=progress).run(
-                ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
-        if unmatched := unmatched_accepts(inventory, accept_gap or ()):
-            gaps = ", ".join(g.scope for g in inventory.gaps) or "none"
-            fail(f"--accept-gap {', '.join(unmatched)}: matches no gap of this scan (its gaps: "
-                 f"{gaps}); give a subscription name or id, 'graph', or a part of a gap's scope")
-        made = build_plan(inventory, PlanOptions(name=plan_name, tool_version=__version__,
-                                                 accept_gaps=tuple(accept_gap or ())))
+        with _read_only_run("the scan for the plan"), ClientFactory(profile) as factory:
+            with scan_progress(enabled=True) as progress:
+                inventory = Scanner(factory, workers=workers, progress=progress).run(
+                    ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
+            if unmatched := unmatched_accepts(inventory, accept_gap or ()):
+                gaps = ", ".join(g.scope for g in inventory.gaps) or "none"
+                fail(f"--accept-gap {', '.join(unmatched)}: matches no gap of this scan (its "
+                     f"gaps: {gaps}); give a subscription name or id, 'graph', or a part of a "
+                     "gap's scope")
+            made = _with_operator_rights(factory, build_plan(inventory, PlanOptions(
+                name=plan_name, tool_version=__version__, accept_gaps=tuple(accept_gap or ()))))
         in_use = journal_in_use(out_dir / f"{plan_name}.json", plan_name)
         if overwrite and in_use is not None:
             fail(f"{in_use} holds the steps of the plan {plan_name!r} being replaced: finish or "
@@ -280,6 +293,28 @@ def plan(
     out.print("wrote " + ", ".join(markup(p) for p in paths), highlight=False)
     complete = made.scan_complete and made.summary.blocked == 0
     raise typer.Exit(EXIT_OK if complete else EXIT_FAILED)
+
+
+def _with_operator_rights(factory: ClientFactory, made: Plan) -> Plan:
+    """The plan with what the signed-in operator lacks for its steps (a warning in every
+    report; `apply` checks again and refuses). A check that cannot run is said, not fatal:
+    the plan is still worth reviewing."""
+    from migrator.cloud.changes import CloudChanges
+    from migrator.cloud.whoami import signed_in
+    from migrator.execute.rights import RightsReader
+    from migrator.plan.preflight import judge, plan_needs, with_rights
+
+    needs = plan_needs(made)
+    if not needs:
+        return made
+    try:
+        verdict = judge(needs, RightsReader(CloudChanges(factory)).read(needs))
+        operator = signed_in(factory).object_id
+    except CloudError as exc:
+        err.print(markup(f"warning: the operator's own rights were not checked: {exc}"),
+                  highlight=False)
+        return made
+    return with_rights(made, verdict, operator)
 
 
 class ReportFormat(str, enum.Enum):
@@ -352,7 +387,7 @@ def _engine(plan_file: Path, cloud: str, events: Callable[[EngineEvent], None], 
     from migrator.cloud.changes import CloudChanges
     from migrator.cloud.factory import ClientFactory
     from migrator.cloud.profiles import load_profile
-    from migrator.execute.engine import EngineError
+    from migrator.execute.engine import EngineError, MissingRights
     from migrator.execute.journal import JournalError
     from migrator.execute.stash import StashError
     from migrator.execute.workspace import open_engine
@@ -367,6 +402,8 @@ def _engine(plan_file: Path, cloud: str, events: Callable[[EngineEvent], None], 
                 readonly=readonly) as engine:
             opened.append(engine)
             yield engine
+    except MissingRights as exc:
+        fail(exc.lines[0], EXIT_FAILED, *exc.lines[1:])
     except (PlanError, JournalError, StashError, CloudError, EngineError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -449,9 +486,13 @@ def apply(
     """Carry out a plan, stage by stage, journalling every step; a swap that leaves the app
     unhealthy is rolled back at once.
 
+    Before anything changes (and before the prompt) the operator's own permissions are
+    checked against every chosen step: ARM's effective permissions at each scope a step acts
+    on, and the Graph application permissions in its token.
+
     Exit code 0: done (or waiting for a soak period or a confirmation); 1: a step failed, the
-    swap was rolled back, or an app was refused (drifted, blocked, stages out of order);
-    2: bad input.
+    swap was rolled back, an app was refused (drifted, blocked, stages out of order), or the
+    operator lacks a permission a chosen step needs; 2: bad input.
     """
     from migrator.execute.engine import ApplyOptions
     from migrator.plan.model import STAGES, Stage
@@ -469,6 +510,7 @@ def apply(
                               abort=True)
             raise typer.Exit(_outcomes(engine.cleanup(options)))
         steps = engine.preview(options)
+        engine.check_rights(engine.rights_needed(options))  # before the prompt, not at step N
         if not steps:
             out.print("Nothing to do: every chosen stage is done already.")
         else:

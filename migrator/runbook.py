@@ -241,11 +241,12 @@ def run_advance(s: Session, args: argparse.Namespace, log: Any) -> int:
     from migrator.cloud.blobs import LeaseTaken
     from migrator.cloud.changes import CloudChanges
     from migrator.execute.blob_stash import BlobStash
-    from migrator.execute.engine import ApplyOptions, Engine, EngineEvent
+    from migrator.execute.engine import ApplyOptions, Engine, EngineEvent, MissingRights
     from migrator.execute.journal import Journal
     from migrator.execute.table_journal import TableJournal
     from migrator.execute.workspace import KILL_ENV, KillSwitch
     from migrator.plan import parse_plan
+    from migrator.plan.preflight import describe
 
     text = s.blobs.read_text(APPROVALS)
     if text is None:
@@ -292,10 +293,17 @@ def run_advance(s: Session, args: argparse.Namespace, log: Any) -> int:
                         log.info("approved stages done", app=app, approved_up_to=limit.value,
                                  next_stage=due.value)
                         continue
-                    outcome = engine.apply(ApplyOptions(
-                        apps=(app,), stages=STAGES[:STAGES.index(due) + 1],
-                        soak=soak, confirm_sql=app in approvals.confirm_sql,
-                        health_timeout=args.health_timeout))[0]
+                    try:
+                        outcome = engine.apply(ApplyOptions(
+                            apps=(app,), stages=STAGES[:STAGES.index(due) + 1],
+                            soak=soak, confirm_sql=app in approvals.confirm_sql,
+                            health_timeout=args.health_timeout))[0]
+                    except MissingRights as exc:  # nothing of this app changed; on to the next
+                        failed = True
+                        log.error("refused", app=app, stage=due.value,
+                                  reason="the runbook's identity lacks permissions",
+                                  missing=describe(exc.missing))
+                        continue
                     fields = {"app": app, "stage": due.value, "outcome": outcome.outcome,
                               "stages_done": list(outcome.stages_done)}
                     if outcome.message:

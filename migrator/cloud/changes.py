@@ -68,6 +68,7 @@ from migrator.cloud.records import (
     IdentityRecord,
     NewSecret,
     PasswordCredentialRecord,
+    Permission,
     PrincipalRecord,
     RoleAssignmentRecord,
     SiteAddress,
@@ -75,7 +76,7 @@ from migrator.cloud.records import (
     UserAssignedIdentityRecord,
     VaultRecord,
 )
-from migrator.cloud.rights import _guid, _permissions
+from migrator.cloud.rights import RightsAdapter, _guid, _permissions
 from migrator.cloud.web import (
     _identity,
     _site,
@@ -186,6 +187,12 @@ def _uai_record(identity: Any) -> UserAssignedIdentityRecord:
         principal_id=str(identity.principal_id), location=str(identity.location or ""))
 
 
+def _next_owners(application_object_id: str, link: str, graph: Any) -> Any:
+    """The next page of an application's owners, by the link Graph gave."""
+    return graph.applications.by_application_id(application_object_id).owners.with_url(
+        link).get()
+
+
 def _password_record(cred: PasswordCredential) -> PasswordCredentialRecord:
     return PasswordCredentialRecord(
         key_id=str(cred.key_id), hint=cred.hint, display_name=cred.display_name,
@@ -233,6 +240,37 @@ class CloudChanges:
         from migrator.cloud.whoami import signed_in
 
         return signed_in(self.factory).tenant_id
+
+    def operator_permissions(self, scope: str) -> tuple[Permission, ...]:
+        """The operator's effective ARM permissions at a scope (see RightsAdapter)."""
+        return RightsAdapter(self.factory).permissions(scope)
+
+    def operator_object_id(self) -> str | None:
+        """The object id of the signed-in operator, from its ARM token."""
+        from migrator.cloud.whoami import signed_in
+
+        oid = signed_in(self.factory).object_id
+        return oid.lower() if oid else None
+
+    def application_owners(self, application_object_id: str) -> frozenset[str]:
+        """Object ids (lowercase) of an application's owners: who may manage its credentials
+        with only Application.ReadWrite.OwnedBy. Owners are few; every page is read."""
+        what = f"read the owners of application {application_object_id}"
+        page = self._graph._run(what, lambda g: g.applications.by_application_id(
+            application_object_id).owners.get())
+        owners = {str(o.id).lower() for o in (page.value or []) if o.id}
+        while page.odata_next_link:
+            page = self._graph._run(what, functools.partial(
+                _next_owners, application_object_id, str(page.odata_next_link)))
+            owners |= {str(o.id).lower() for o in (page.value or []) if o.id}
+        return frozenset(owners)
+
+    def operator_graph_roles(self) -> frozenset[str] | None:
+        """The Graph application permissions in the operator's token; None for a token that
+        lists none (a user's)."""
+        from migrator.cloud.whoami import graph_roles
+
+        return graph_roles(self.factory)
 
     # -- sites and slots ---------------------------------------------------------------------
 

@@ -91,6 +91,16 @@ class RoleDataActions:
 
 
 @dataclass(frozen=True)
+class Permission:
+    """One entry of ARM's effective permissions at a scope (one role the caller holds)."""
+
+    actions: tuple[str, ...] = ()
+    not_actions: tuple[str, ...] = ()
+    data_actions: tuple[str, ...] = ()
+    not_data_actions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PasswordCredentialRecord:
     """A principal's password credential as Graph shows it: never the secret text."""
 

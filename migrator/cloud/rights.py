@@ -6,14 +6,21 @@ subscription instead of one per principal and subscription.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 from migrator.cloud.factory import ClientFactory
 from migrator.cloud.records import (
     AccessPolicyRecord,
+    Permission,
     RoleAssignmentRecord,
     RoleDataActions,
     VaultRecord,
 )
 from migrator.cloud.web import arm_call
+
+PERMISSIONS_API_VERSION = "2022-04-01"
+_SUBSCRIPTION = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
 
 
 def _guid(resource_id: str | None) -> str:
@@ -95,3 +102,41 @@ class RightsAdapter:
                                          actions(d, "not_data_actions"))
             for d in client.role_definitions.list(f"/subscriptions/{subscription_id}")
         })
+
+    def permissions(self, scope: str) -> tuple[Permission, ...]:
+        """The caller's effective ARM permissions at a scope: `GET {scope}/providers/
+        Microsoft.Authorization/permissions`, one entry per role it holds there or above.
+        azure-mgmt-authorization serves it only for resource groups and resources, and ARM
+        also for a subscription, so it is sent through an SDK client's pipeline (the Web
+        one: sign-in, retries, pacing, the call log) for any scope, and its pages followed
+        (a next link is followed on the same endpoint, never to another host)."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+        from azure.mgmt.core.exceptions import ARMErrorFormat
+
+        m = _SUBSCRIPTION.match(scope)
+        if m is None:
+            raise ValueError(f"not a subscription, resource group or resource scope: {scope}")
+        web = self.factory.web(m.group(1))
+
+        def read() -> tuple[Permission, ...]:
+            out: list[Permission] = []
+            url: str | None = scope.rstrip("/") + "/providers/Microsoft.Authorization/permissions"
+            params: dict[str, str] | None = {"api-version": PERMISSIONS_API_VERSION}
+            while url:
+                response = web.send_request(HttpRequest("GET", url, params=params))
+                if response.status_code != 200:
+                    raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+                body = response.json()
+                out += [Permission(
+                    actions=tuple(str(a) for a in e.get("actions") or ()),
+                    not_actions=tuple(str(a) for a in e.get("notActions") or ()),
+                    data_actions=tuple(str(a) for a in e.get("dataActions") or ()),
+                    not_data_actions=tuple(str(a) for a in e.get("notDataActions") or ()),
+                ) for e in body.get("value") or ()]
+                link = body.get("nextLink")
+                url, params = (urlsplit(link)._replace(scheme="", netloc="").geturl(), None) \
+                    if link else (None, None)
+            return tuple(out)
+
+        return arm_call(f"read the operator's permissions at {scope}", read)

@@ -31,6 +31,7 @@ from migrator.cloud.errors import (
 from migrator.detect import ConnectionStringValue, SiteSettings, settings_fingerprint
 from migrator.execute.journal import Journal, JournalEntry, JournalError, StepState
 from migrator.execute.rewrite import RewriteError
+from migrator.execute.rights import RightsReader
 from migrator.execute.stash import Stash, StashError
 from migrator.execute.steps import (
     HANDLERS,
@@ -59,6 +60,15 @@ from migrator.plan.model import (
     VerifyHealth,
     verify_health_title,
 )
+from migrator.plan.preflight import (
+    Need,
+    Verdict,
+    describe,
+    drift_check_needs,
+    judge,
+    step_needs,
+    unchecked_lines,
+)
 
 T = TypeVar("T")
 DEFAULT_SOAK = timedelta(hours=24)
@@ -80,6 +90,24 @@ def parse_duration(text: str) -> timedelta:
 
 class EngineError(Exception):
     """Bad input to the engine (an unknown app, a stage name): one line, nothing changed."""
+
+
+class MissingRights(EngineError):
+    """The operator lacks permissions some chosen step needs: refused before any change,
+    every missing permission named with its step."""
+
+    def __init__(self, what: str, missing: Sequence[Need]) -> None:
+        items = describe(missing)
+        self.lines = (
+            f"{what} refused before any change: the signed-in operator lacks {len(items)} "
+            f"permission{'s' if len(items) != 1 else ''} the chosen steps need:",
+            *(f"  - {line}" for line in items),
+            "grant them (or run as an operator that holds them) and run the command again",
+            *(["the stages before the revoke need none of these: `--stage swap` moves the "
+               "apps now, and leaves their old secrets for an operator who may remove them"]
+              if what == "apply" and all(n.stage is Stage.REVOKE for n in missing) else []))
+        super().__init__("\n".join(self.lines))
+        self.missing = tuple(missing)
 
 
 @dataclass(frozen=True)
@@ -154,6 +182,8 @@ class Engine:
         self.sleep = sleep
         self._apps = {a.name: a for a in plan.apps}
         self._identity_cache: dict[str, IdentityFacts] = {}
+        self._rights = RightsReader(cloud, self._patient)  # read once per run
+        self._said: set[str] = set()
         self._last()  # refuses, now, a journal that holds another plan's steps
         # What the engine is doing right now, in words, for an operator who pressed Ctrl-C:
         # (the command to resume with, the app, the step's title); None between operations.
@@ -237,6 +267,32 @@ class Engine:
                 f"the plan {self.plan.name!r} was made in tenant {self.plan.tenant_id}, but "
                 f"the operator is signed in to tenant {signed_in}: sign in to the plan's "
                 f"tenant (AZURE_TENANT_ID, az login --tenant {self.plan.tenant_id})")
+
+    def rights_needed(self, options: ApplyOptions) -> list[Need]:
+        """Every permission the steps `apply` would run need, with the settings reads of the
+        drift check before each app's stages."""
+        apps = {a.name: a for a in self.targets(options.apps)}
+        needs: list[Need] = []
+        for name, stage, step in self.preview(options):
+            if not any(n.app == name for n in needs):
+                needs += drift_check_needs(apps[name], stage)
+            needs += step_needs(name, stage, step)
+        return needs
+
+    def check_rights(self, needs: Sequence[Need], what: str = "apply") -> Verdict:
+        """Ask Azure what the operator may do where the steps act, and refuse (MissingRights)
+        if it lacks any permission they need: before anything changes, not with a 403 at
+        step N. What cannot be checked (a scope whose permissions cannot be read, a user's
+        Graph token) is said in a note and left to each step."""
+        verdict = judge(needs, self._rights.read(needs))
+        if verdict.missing:
+            raise MissingRights(what, verdict.missing)
+        for line in unchecked_lines(verdict):
+            if line not in self._said:  # once per run: the CLI checks before its prompt
+                self._said.add(line)
+                self.events(EngineEvent("note", what, f"{line}; each step is still "
+                                                      "authorized by Azure as it runs"))
+        return verdict
 
     def _drifted(self, app: AppPlan) -> bool:
         """Whether the app's settings changed since the plan was made (names, values,
@@ -502,6 +558,7 @@ class Engine:
         targets = self.targets(options.apps)
         self.check_tenant()
         self.stash.require()  # a stash written with another key is refused before any step
+        self.check_rights(self.rights_needed(options))
         outcomes = {app.name: self._apply_app(app, options) for app in targets}
         self._apply_again(targets, outcomes, options)
         self.activity = None  # left set when interrupted: the CLI says where
@@ -596,6 +653,12 @@ class Engine:
                                  f"no step of {app.name} in the stages chosen", [])
         if any(s in (Stage.SWAP, Stage.REVOKE) for s in stages):
             self.stash.require(self._stash_needed(app, stages))
+        last, needed = self._last(), self._still_needed(app)
+        self.check_rights([  # a rollback that stops half-way for a 403 is worse than none
+            n for stage in stages for step in _stage(app, stage).steps
+            if (e := last.get(step.id)) is not None and e.state is not StepState.UNDONE
+            and not needed(step) for n in step_needs(app.name, stage, step, undo=True)],
+            "rollback")
         notes: list[str] = []
         self._identity_cache.pop(app.name, None)
         ctx = self._context(app, options, notes)
@@ -708,6 +771,12 @@ class Engine:
                 outcomes.append(AppOutcome(owner, "waiting", (), f"{principal.name}: cleanup "
                                            f"waits until {', '.join(pending)} is revoked"))
                 continue
+            try:
+                self.check_rights([n for step in principal.cleanup.steps
+                                   for n in step_needs(owner, Stage.CLEANUP, step)], "cleanup")
+            except MissingRights as exc:
+                outcomes.append(AppOutcome(owner, "refused", (), str(exc)))
+                continue
             notes: list[str] = []
             ctx = self._cleanup_context(principal, options, notes)
             try:
@@ -728,6 +797,9 @@ class Engine:
         failures: list[str] = []
         last = self._last()
         self.check_tenant()
+        self.check_rights([n for step in principal.cleanup.steps if step.id in last
+                           for n in step_needs(f"principal/{principal.app_id}", Stage.CLEANUP,
+                                               step, undo=True)], "rollback")
         for step in reversed(principal.cleanup.steps):
             if not self._undo_step(ctx, Stage.CLEANUP, step, last, failures):
                 break

@@ -409,6 +409,25 @@ class Summary(_Model):
     irreversible_steps: int
 
 
+class MissingRight(_Model):
+    """A permission a step needs that the operator who made the plan lacks."""
+
+    app: str
+    stage: Stage
+    step: str = Field(description="The step's title.")
+    needs: str = Field(description="An ARM action on a scope, or Microsoft Graph roles.")
+
+
+class OperatorRights(_Model):
+    """The operator's own rights, checked against the plan's steps when it was made: `apply`
+    checks again, and refuses, before it changes anything."""
+
+    checked_as: str | None = Field(None, description="Object id of the operator checked.")
+    missing: tuple[MissingRight, ...] = ()
+    unchecked: tuple[str, ...] = Field(
+        (), description="What could not be checked up front, and why.")
+
+
 class Plan(_Model):
     schema_version: Literal["1"] = SCHEMA_VERSION
     name: str
@@ -422,4 +441,17 @@ class Plan(_Model):
     identities: tuple[IdentityPlan, ...] = ()
     principals: tuple[PrincipalPlan, ...] = ()
     apps: tuple[AppPlan, ...] = ()
+    operator_rights: OperatorRights | None = Field(
+        None, description="Permissions the operator lacks for the plan's steps; none when "
+                          "not checked.")
     digest: str = ""
+
+    @model_serializer(mode="wrap")
+    def _without_unchecked_rights(self, handler: SerializerFunctionWrapHandler
+                                  ) -> dict[str, Any]:
+        """Left out when not checked, so that plans made before the check keep their
+        digests."""
+        data: dict[str, Any] = handler(self)
+        if self.operator_rights is None:
+            data.pop("operator_rights", None)
+        return data

@@ -29,6 +29,7 @@ from migrator.report.plan_view import (
     plan_facts,
     plural,
     principal_views,
+    rights_warning,
     shared_identities,
     summary_rows,
 )
@@ -198,6 +199,28 @@ _TEMPLATE = """<!DOCTYPE html>
 </ul>
 {% endif %}
 </section>
+
+{% if rights %}
+<section id="operator-rights">
+<h2>The operator's own rights</h2>
+<p class="callout warning"><strong>{{ rights.title }}</strong></p>
+{% if rights.lines %}
+<ul class="missing-rights">
+{% for line in rights.lines %}
+<li>{{ line }}</li>
+{% endfor %}
+</ul>
+{% endif %}
+{% if rights.unchecked %}
+<p>Not checked up front (each step is still authorized by Azure as it runs):</p>
+<ul>
+{% for line in rights.unchecked %}
+<li>{{ line }}</li>
+{% endfor %}
+</ul>
+{% endif %}
+</section>
+{% endif %}
 
 <section id="irreversible">
 <h2>What cannot be undone</h2>
@@ -392,7 +415,8 @@ def render(plan: Plan) -> str:
     return _template().render(
         plan=plan, facts=plan_facts(plan), summary=summary_rows(plan),
         reasons=blocked_by_reason(plan), changes=irreversible_changes(plan),
-        held=held_stages(plan), apps=app_sections(plan), identities=shared_identities(plan),
+        held=held_stages(plan), rights=rights_warning(plan), apps=app_sections(plan),
+        identities=shared_identities(plan),
         principals=principal_views(plan), plural=plural,
         gap_count=plural(len(plan.gaps), "gap"), unaccepted_gaps=unaccepted,
         dry_run_note=DRY_RUN_NOTE, secrets_note=SECRETS_NOTE,

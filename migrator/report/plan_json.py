@@ -74,5 +74,7 @@ def render(plan: Plan) -> str:
                         "other_valid_credentials": list(p.other_valid_credentials),
                         "cleanup": _stage(p.cleanup)} for p in plan.principals],
         "gaps": [g.model_dump(mode="json") for g in plan.gaps],
+        "operator_rights": plan.operator_rights.model_dump(mode="json")
+        if plan.operator_rights is not None else None,
     }
     return json_visible(json.dumps(document, indent=2, ensure_ascii=False)) + "\n"

@@ -27,6 +27,7 @@ from migrator.report.plan_view import (
     plan_facts,
     plural,
     principal_views,
+    rights_warning,
     shared_identities,
     summary_rows,
 )
@@ -97,6 +98,7 @@ def render(plan: Plan) -> str:
                   f"{unaccepted} not accepted): rights it could not read are not in this "
                   "plan. See [Scan gaps](#scan-gaps).", ""]
     lines += _summary(plan)
+    lines += _rights(plan)
     lines += _irreversible(plan)
     lines += _held(plan)
     lines += _index(plan)
@@ -130,6 +132,19 @@ def _irreversible(plan: Plan) -> list[str]:
     lines += [f"**{text(IRREVERSIBLE_NOTE)}**", ""]
     lines += [f"- ⚠ **{text(c.what)}**: in the plan of {_list(c.owners)}. "
               f"Undo: {text(c.undo)}." for c in changes]
+    return [*lines, ""]
+
+
+def _rights(plan: Plan) -> list[str]:
+    warning = rights_warning(plan)
+    if warning is None:
+        return []
+    lines = ["## The operator's own rights", "", f"> **Warning:** {text(warning.title)}", ""]
+    lines += [f"- {text(line)}" for line in warning.lines]
+    if warning.unchecked:
+        lines += ["", "Not checked up front (each step is still authorized by Azure as it "
+                      "runs):", ""]
+        lines += [f"- {text(line)}" for line in warning.unchecked]
     return [*lines, ""]
 
 

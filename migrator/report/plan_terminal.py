@@ -35,6 +35,7 @@ from migrator.report.plan_view import (
     plan_facts,
     plural,
     principal_views,
+    rights_warning,
     shared_identities,
     summary_rows,
 )
@@ -76,6 +77,14 @@ def render(plan: Plan, console: Console, *, detail: bool | None = None) -> None:
                   style="bold yellow"))
     show(Text())
     show(_summary(plan))
+    warning = rights_warning(plan)
+    if warning is not None:  # one line each, whole, for a log or a grep
+        show(Text(warning.title, style="bold yellow" if warning.lines else "bold"))
+        for line in warning.lines:
+            show(Text.assemble("  • ", (line, "yellow")))
+        for line in warning.unchecked:
+            show(Text(f"  not checked: {line}", style="dim"))
+        show(Text())
     reasons = blocked_by_reason(plan)
     if reasons:
         show(Text("Blocked, by reason", style="bold"))

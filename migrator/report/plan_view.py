@@ -450,6 +450,31 @@ def held_stages(plan: Plan) -> tuple[HeldStage, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class RightsWarning:
+    """What the operator who made the plan lacks for its steps, in words."""
+
+    title: str
+    lines: tuple[str, ...]  # one per step and permission it lacks
+    unchecked: tuple[str, ...]
+
+
+def rights_warning(plan: Plan) -> RightsWarning | None:
+    """None when the operator's rights were not checked, or nothing is missing or unchecked."""
+    rights = plan.operator_rights
+    if rights is None or not (rights.missing or rights.unchecked):
+        return None
+    if rights.missing:
+        count = plural(len(rights.missing), "permission")
+        title = (f"The operator who made this plan lacks {count} its steps need: apply "
+                 "refuses those steps, before it changes anything, until they are granted "
+                 "(or another operator holding them applies the plan).")
+    else:
+        title = "The operator holds every permission that could be checked for this plan's steps."
+    return RightsWarning(title, tuple(f"{m.app} {m.stage.value}: {m.step}: needs {m.needs}"
+                                      for m in rights.missing), rights.unchecked)
+
+
 # --- identities, principals, gaps ----------------------------------------------------------------
 
 

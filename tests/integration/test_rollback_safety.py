@@ -26,6 +26,7 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner, Result
 
 from migrator.cli import app
+from migrator.execute.engine import Engine
 
 if TYPE_CHECKING:
     from conftest import Sim
@@ -168,18 +169,29 @@ def test_apply_with_another_key_is_refused_before_any_step(op: Operator,
     assert op.journal_rows() == rows
 
 
-def test_an_undo_that_fails_stops_the_rollback_there(op: Operator) -> None:
-    """The operator loses its ARM rights mid-way: the revoke's undo (Graph) works, the swap's
-    (ARM) fails, and the grant and identity under it must stay, or the app would be left with
-    neither a secret nor an identity with rights."""
+def test_an_undo_that_fails_stops_the_rollback_there(
+        op: Operator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator loses its ARM rights mid-way, after the rollback's rights check passed:
+    the revoke's undo (Graph) works, the swap's (ARM) fails, and the grant and identity under
+    it must stay, or the app would be left with neither a secret nor an identity with
+    rights. (Rights missing before the rollback starts are refused up front:
+    test_operator_rights.)"""
     _migrate(op, "solo-api")
     tenant = op.sim.tenant
     operator_id = op.sim.object_id("migrator-operator")
-    with tenant.lock:
-        owned = [a for a in tenant.role_assignments.values() if a.principal_id == operator_id]
-        for a in owned:
-            del tenant.role_assignments[a.name]
+    owned = [a for a in tenant.role_assignments.values() if a.principal_id == operator_id]
+    checked = Engine.check_rights
+
+    def check_then_lose_rights(engine: Engine, *args: Any, **kwargs: Any) -> Any:
+        verdict = checked(engine, *args, **kwargs)
+        with tenant.lock:
+            for a in owned:
+                tenant.role_assignments.pop(a.name, None)
+        return verdict
+
+    monkeypatch.setattr(Engine, "check_rights", check_then_lose_rights)
     failed = op("rollback", str(op.plan), "--app", "solo-api", "--yes")
+    monkeypatch.setattr(Engine, "check_rights", checked)
     assert failed.exit_code == 1, failed.output
     assert "failed solo-api" in failed.output and "the rollback stopped there" in failed.output
     assert "Update the app settings of solo-api" in failed.output  # names the step
