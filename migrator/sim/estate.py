@@ -37,6 +37,9 @@ class _Spec(BaseModel):
 class TenantSpec(_Spec):
     id: UUID
     domain: str = "contoso.onmicrosoft.com"
+    # Graph's throttling quota depends on the tenant's size: S under 50 users, M up to 500,
+    # L above. S, the smallest quota, unless the estate says otherwise.
+    size: Literal["S", "M", "L"] = "S"
 
 
 class SecretSpec(_Spec):

@@ -5,8 +5,10 @@ fault either refuses a request before it is handled (429, 500, 503, drop) or let
 and then loses the answer (500_after, drop_after), so a committed write looks failed. ARM
 throttling follows AZURE-FACTS.md: token buckets per subscription and caller, reads 250 (+25/s),
 writes 200 (+10/s), deletes 200 (+10/s); `x-ms-ratelimit-remaining-subscription-*` headers on
-every answer and 429 with `Retry-After` when a bucket is empty. `throttle_scale` multiplies
-sizes and rates (0 turns throttling off). Faults and throttling can be changed while the
+every answer and 429 with `Retry-After` when a bucket is empty. Graph throttling follows
+Graph's identity limits: resource units per application and tenant (by the estate's
+tenant.size) and write quotas, with Graph's 429 (see GRAPH_RESOURCE_UNITS). `throttle_scale`
+multiplies sizes and rates (0 turns throttling off); `graph_throttle_scale`, Graph's alone. Faults and throttling can be changed while the
 simulator runs (`POST /_sim/faults`, or `SimServer.faults` in process).
 """
 
@@ -19,6 +21,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -37,7 +40,18 @@ AFTER_KINDS = ("500_after", "drop_after")
 
 # (capacity, refill per second) of Azure's buckets.
 ARM_BUCKETS = {"read": (250.0, 25.0), "write": (200.0, 10.0), "delete": (200.0, 10.0)}
-GRAPH_BUCKET = (2000.0, 200.0)  # per caller; Graph allows thousands per 10 s
+# Microsoft Graph's identity and access limits (learn.microsoft.com/graph/throttling-limits,
+# "Identity and access service limits"): resource units per application and tenant per 10 s
+# by tenant size (S under 50 users, M up to 500, L above), and write quotas of 3,000 per
+# application and tenant per 2 min 30 s and 18,000 per tenant per 5 min.
+GRAPH_RESOURCE_UNITS = {"S": 3500.0, "M": 5000.0, "L": 8000.0}
+GRAPH_WINDOW = 10.0
+GRAPH_APP_WRITES = (3000.0, 3000.0 / 150.0)
+GRAPH_TENANT_WRITES = (18000.0, 18000.0 / 300.0)
+# Base resource-unit costs Graph lists for the paths the tool calls; any other costs 1, and
+# every POST, PATCH, PUT or DELETE also costs one write.
+_GRAPH_COSTS = [(re.compile(r"^applications$", re.IGNORECASE), 2),
+                (re.compile(r"^servicePrincipals/[^/]+/appRoleAssignments$", re.IGNORECASE), 2)]
 
 
 class FaultError(ValueError):
@@ -82,6 +96,7 @@ class FaultConfig:
     jitter_ms: float = 0.0
     rates: dict[str, dict[str, float]] = field(default_factory=dict)  # service -> kind -> p
     throttle_scale: float = 1.0
+    graph_throttle_scale: float | None = None  # Graph's buckets alone; None: throttle_scale
     retry_after: float = 1.0  # seconds, for injected 429/503
     seed: int | None = None
     rules: list[FaultRule] = field(default_factory=list)
@@ -120,16 +135,17 @@ class FaultConfig:
         """Apply a JSON patch from `POST /_sim/faults` all at once, or nothing if any of it is
         invalid; unknown keys are refused."""
         trial = FaultConfig(**{k: getattr(self, k) for k in (
-            "latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed")},
+            "latency_ms", "jitter_ms", "throttle_scale", "graph_throttle_scale", "retry_after",
+            "seed")},
             rates={k: dict(v) for k, v in self.rates.items()}, rules=list(self.rules))
         trial._apply(changes)
-        for key in ("latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed", "rates",
-                    "rules"):
+        for key in ("latency_ms", "jitter_ms", "throttle_scale", "graph_throttle_scale",
+                    "retry_after", "seed", "rates", "rules"):
             setattr(self, key, getattr(trial, key))
 
     def _apply(self, changes: dict[str, Any]) -> None:
-        known = {"latency_ms", "jitter_ms", "throttle_scale", "retry_after", "seed", "rates",
-                 "rules"}
+        known = {"latency_ms", "jitter_ms", "throttle_scale", "graph_throttle_scale",
+                 "retry_after", "seed", "rates", "rules"}
         unknown = set(changes) - known - {"replication_delay"}
         if unknown:
             raise FaultError(f"unknown fault settings: {', '.join(sorted(unknown))}")
@@ -139,6 +155,11 @@ class FaultConfig:
                 if value < 0:
                     raise FaultError(f"{key} cannot be negative")
                 setattr(self, key, value)
+        if "graph_throttle_scale" in changes:
+            value = changes["graph_throttle_scale"]
+            if value is not None and float(value) < 0:
+                raise FaultError("graph_throttle_scale cannot be negative")
+            self.graph_throttle_scale = None if value is None else float(value)
         if "seed" in changes:
             self.seed = None if changes["seed"] is None else int(changes["seed"])
         if "rates" in changes:
@@ -158,8 +179,26 @@ class FaultConfig:
     def as_json(self) -> dict[str, Any]:
         return {"latency_ms": self.latency_ms, "jitter_ms": self.jitter_ms,
                 "rates": self.rates, "throttle_scale": self.throttle_scale,
+                "graph_throttle_scale": self.graph_throttle_scale,
                 "retry_after": self.retry_after, "seed": self.seed,
                 "rules": [rule.as_json() for rule in self.rules]}
+
+
+def graph_cost(method: str, path: str, query: str) -> tuple[int, int]:
+    """(resource units, writes) a Graph request costs: the base cost of its path, less one
+    for `$select` or a `$top` under 20, one more for `$expand`; never under 1."""
+    rest = path.removeprefix("/v1.0/").rstrip("/")
+    units = 1
+    if method.upper() == "GET":
+        units = next((c for rx, c in _GRAPH_COSTS if rx.match(rest)), 1)
+    params = {k.lower(): v for k, v in (
+        p.split("=", 1) if "=" in p else (p, "") for p in query.split("&") if p)}
+    top = params.get("%24top", params.get("$top", ""))
+    units += ("%24expand" in params or "$expand" in params) \
+        - ("%24select" in params or "$select" in params) \
+        - (top.isdigit() and int(top) < 20)
+    writes = 0 if method.upper() in ("GET", "HEAD") else 1
+    return max(1, units), writes
 
 
 class TokenBucket:
@@ -169,37 +208,35 @@ class TokenBucket:
         self.tokens = capacity
         self.stamp = time.monotonic()
 
-    def take(self) -> tuple[bool, float, float]:
-        """(allowed, tokens left, seconds until one token is back)."""
+    def take(self, cost: float = 1.0) -> tuple[bool, float, float]:
+        """(allowed, tokens left, seconds until `cost` tokens are back)."""
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.refill)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        cost = min(cost, self.capacity)  # a bucket scaled below one request still serves it
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True, self.tokens, 0.0
-        wait = (1.0 - self.tokens) / self.refill if self.refill > 0 else 60.0
+        wait = (cost - self.tokens) / self.refill if self.refill > 0 else 60.0
         return False, self.tokens, wait
 
 
 class Throttle:
-    """Buckets by (service, subscription, caller, kind), rebuilt when the scale changes."""
+    """Buckets by (service, subscription, caller, kind); a bucket is rebuilt, full, when the
+    scale it is asked for changes (ARM's and Graph's scales may differ)."""
 
     def __init__(self) -> None:
-        self._buckets: dict[tuple[str, str, str, str], TokenBucket] = {}
-        self._scale = 1.0
+        self._buckets: dict[tuple[str, str, str, str], tuple[float, TokenBucket]] = {}
         self._lock = threading.Lock()
 
     def take(self, scale: float, key: tuple[str, str, str, str],
-             size: tuple[float, float]) -> tuple[bool, float, float]:
+             size: tuple[float, float], cost: float = 1.0) -> tuple[bool, float, float]:
         with self._lock:
-            if scale != self._scale:
-                self._buckets.clear()
-                self._scale = scale
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                bucket = self._buckets[key] = TokenBucket(max(1.0, size[0] * scale),
-                                                          size[1] * scale)
-            return bucket.take()
+            found = self._buckets.get(key)
+            if found is None or found[0] != scale:
+                found = self._buckets[key] = (scale, TokenBucket(max(1.0, size[0] * scale),
+                                                                 size[1] * scale))
+            return found[1].take(cost)
 
     def reset(self) -> None:
         with self._lock:
@@ -223,12 +260,13 @@ def service_of(path: str) -> Service | None:
 _SUB = re.compile(r"^/subscriptions/([^/?]+)", re.IGNORECASE)
 
 
-def _caller_of(headers: list[tuple[bytes, bytes]]) -> str:
+def _caller_of(headers: list[tuple[bytes, bytes]], claim: str = "oid") -> str:
+    """Who a request's token names (its `oid`, or another claim such as `appid`)."""
     for name, value in headers:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             try:
                 claims = jwt.decode(value[7:].decode(), options={"verify_signature": False})
-                return str(claims.get("oid", "anonymous"))
+                return str(claims.get(claim, "anonymous"))
             except jwt.PyJWTError:
                 return "anonymous"
     return "anonymous"
@@ -254,6 +292,9 @@ class FaultMiddleware:
         self.requests: deque[tuple[str, str, str | None]] = deque(maxlen=10_000)
         self._random = random.Random()  # noqa: S311 - fault dice, not cryptography
         self._seed: int | None = None
+        # Graph's resource-unit quota depends on the tenant's size (the estate's tenant.size)
+        self.graph_tenant_size: Literal["S", "M", "L"] = "S"
+        self.tenant_id = ""
 
     def _roll(self) -> float:
         if self.config.seed != self._seed:
@@ -293,8 +334,12 @@ class FaultMiddleware:
                 await self._error(send, service, int(kind), cfg.retry_after)
                 return
         extra: list[tuple[bytes, bytes]] = []
-        if cfg.throttle_scale > 0 and service in ("arm", "graph"):
-            caller = _caller_of(scope["headers"])
+        graph_scale = cfg.throttle_scale if cfg.graph_throttle_scale is None \
+            else cfg.graph_throttle_scale
+        if (service == "arm" and cfg.throttle_scale > 0) or (service == "graph"
+                                                            and graph_scale > 0):
+            # ARM counts per principal, Graph per application (and tenant)
+            caller = _caller_of(scope["headers"], "oid" if service == "arm" else "appid")
             if service == "arm":
                 m = _SUB.match(path)
                 sub = m.group(1).lower() if m else "tenant"
@@ -304,12 +349,10 @@ class FaultMiddleware:
                 header = f"x-ms-ratelimit-remaining-subscription-{kind}s".encode()
                 extra.append((header, str(int(left)).encode()))
             else:
-                ok, left, wait = self.throttle.take(cfg.throttle_scale,
-                                                    ("graph", "", caller, "all"), GRAPH_BUCKET)
+                ok, wait, kind = self._graph_take(graph_scale, caller, scope, extra)
             if not ok:
                 self._count(f"{service}:throttled")
-                await self._throttled(send, service, kind if service == "arm" else "all",
-                                      wait, extra)
+                await self._throttled(send, service, kind, wait, extra, caller)
                 return
         if service == "arm":
             m = _SUB.match(path)
@@ -323,6 +366,27 @@ class FaultMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def _graph_take(self, scale: float, caller: str, scope: Scope,
+                    extra: list[tuple[bytes, bytes]]) -> tuple[bool, float, str]:
+        """Charge a Graph request to its buckets: resource units per application and tenant,
+        and for a write the application's and the tenant's write quotas. (allowed, seconds
+        to wait, which limit refused it); `x-ms-resource-unit` says what it cost."""
+        units, writes = graph_cost(scope["method"], scope["path"],
+                                   scope.get("query_string", b"").decode("latin-1"))
+        extra.append((b"x-ms-resource-unit", str(units).encode()))
+        capacity = GRAPH_RESOURCE_UNITS[self.graph_tenant_size]
+        ok, _, wait = self.throttle.take(scale, ("graph", "", caller, "units"),
+                                         (capacity, capacity / GRAPH_WINDOW), units)
+        if not ok:
+            return False, wait, "ResourceUnitLimitExceeded"
+        for key, size in ((("graph", "", caller, "writes"), GRAPH_APP_WRITES),
+                          (("graph", "", "tenant", "writes"), GRAPH_TENANT_WRITES)):
+            if writes:
+                ok, _, wait = self.throttle.take(scale, key, size, writes)
+                if not ok:
+                    return False, wait, "WriteLimitExceeded"
+        return True, 0.0, ""
 
     async def _lose_answer(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         """Handle the request, then throw its answer away: what a client sees when a gateway
@@ -353,8 +417,10 @@ class FaultMiddleware:
         await _respond(send, status, body, headers)
 
     async def _throttled(self, send: Send, service: str, kind: str, wait: float,
-                         extra: list[tuple[bytes, bytes]]) -> None:
+                         extra: list[tuple[bytes, bytes]], caller: str) -> None:
         seconds = max(1, math.ceil(wait))
+        headers = [(b"content-type", b"application/json"),
+                   (b"retry-after", str(seconds).encode()), *extra]
         if service == "arm":
             body: dict[str, Any] = {"error": {
                 "code": "SubscriptionRequestsThrottled",
@@ -362,11 +428,19 @@ class FaultMiddleware:
                             f"again after '{seconds}' seconds after additional tokens are "
                             "available."),
             }}
-        else:
-            body = {"error": {"code": "TooManyRequests",
-                              "message": "Too many requests; application throttled."}}
-        headers = [(b"content-type", b"application/json"),
-                   (b"retry-after", str(seconds).encode()), *extra]
+        else:  # Graph's sample 429 (learn.microsoft.com/graph/throttling, "Sample response")
+            rid = str(uuid.uuid4())
+            body = {"error": {"code": "TooManyRequests", "message": "Please retry again later.",
+                              "innerError": {
+                                  "code": "429", "message": "Please retry after",
+                                  "status": "429",
+                                  "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+                                  "request-id": rid, "client-request-id": rid}}}
+            limit = "Write" if kind == "WriteLimitExceeded" else "ReadWrite"
+            headers += [(b"request-id", rid.encode()), (b"client-request-id", rid.encode()),
+                        (b"x-ms-throttle-scope",
+                         f"Tenant_Application/{limit}/{caller}/{self.tenant_id}".encode()),
+                        (b"x-ms-throttle-information", kind.encode())]
         await _respond(send, 429, body, headers)
 
 

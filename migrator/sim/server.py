@@ -112,6 +112,8 @@ class SimServer:
         self.ctx = SimContext(self.tenant, TokenIssuer(self.tenant.id), faults=self.faults)
         routed = keyvault.VaultRouter(build_app(self.ctx), keyvault.vault_app(self.ctx), self.ctx)
         self.middleware = FaultMiddleware(routed, self.faults)
+        self.middleware.graph_tenant_size = spec.tenant.size
+        self.middleware.tenant_id = self.tenant.id
         self.ctx.extras["middleware"] = self.middleware
         self.app = self.middleware
         self._server: uvicorn.Server | None = None

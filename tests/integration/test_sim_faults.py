@@ -249,12 +249,12 @@ def test_writes_have_their_own_bucket_and_appsettings_list_is_a_write(sim: Sim) 
 
 def test_graph_throttling_answers_429_with_retry_after(sim: Sim) -> None:
     token = sim.token(sim.profile.graph_scope)
-    sim.server.faults.throttle_scale = 0.002  # Graph: bucket 4, +0.4/s
+    sim.server.faults.throttle_scale = 0.001  # Graph (tenant size S): 3.5 units, +0.35/s
     headers = {"Authorization": f"Bearer {token}"}
 
-    answers = [sim.http.get("/v1.0/servicePrincipals", headers=headers) for _ in range(5)]
+    answers = [sim.http.get("/v1.0/servicePrincipals", headers=headers) for _ in range(4)]
 
-    assert [r.status_code for r in answers] == [200] * 4 + [429]
+    assert [r.status_code for r in answers] == [200] * 3 + [429]  # 1 unit each
     assert int(answers[-1].headers["retry-after"]) >= 1
     assert answers[-1].json()["error"]["code"] == "TooManyRequests"
     assert sim.counts()["graph:throttled"] == 1

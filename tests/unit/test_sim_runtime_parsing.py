@@ -10,7 +10,7 @@ import pytest
 from migrator.sim import faults
 from migrator.sim.faults import (
     ARM_BUCKETS,
-    GRAPH_BUCKET,
+    GRAPH_APP_WRITES,
     FaultConfig,
     FaultError,
     Throttle,
@@ -194,9 +194,11 @@ def test_throttle_keeps_a_bucket_per_key_and_rebuilds_on_a_new_scale(clock: Cloc
     for other in [("arm", "sub", "bob", "read"), ("arm", "sub2", "alice", "read"),
                   ("arm", "sub", "alice", "write")]:
         assert throttle.take(0.02, other, ARM_BUCKETS[other[3]])[0] is True
-    assert throttle.take(0.002, ("graph", "", "alice", "all"), GRAPH_BUCKET)[1] == 3.0
-    # A new scale (the Graph call above) refilled everything.
-    assert throttle.take(0.02, reads, ARM_BUCKETS["read"]) == (True, 4.0, 0.0)
+    assert throttle.take(0.002, ("graph", "", "alice", "writes"), GRAPH_APP_WRITES)[1] == 5.0
+    # Graph's buckets at another scale leave ARM's as they were...
+    assert throttle.take(0.02, reads, ARM_BUCKETS["read"])[0] is False
+    # ...and a new scale for a bucket rebuilds it, full.
+    assert throttle.take(0.04, reads, ARM_BUCKETS["read"]) == (True, 9.0, 0.0)
     throttle.reset()
     assert throttle.take(0.02, reads, ARM_BUCKETS["read"]) == (True, 4.0, 0.0)
 
