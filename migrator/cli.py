@@ -296,25 +296,12 @@ def plan(
 
 
 def _with_operator_rights(factory: ClientFactory, made: Plan) -> Plan:
-    """The plan with what the signed-in operator lacks for its steps (a warning in every
-    report; `apply` checks again and refuses). A check that cannot run is said, not fatal:
-    the plan is still worth reviewing."""
-    from migrator.cloud.changes import CloudChanges
-    from migrator.cloud.whoami import signed_in
-    from migrator.execute.rights import RightsReader
-    from migrator.plan.preflight import judge, plan_needs, with_rights
+    from migrator.execute.rights import with_operator_rights
 
-    needs = plan_needs(made)
-    if not needs:
-        return made
-    try:
-        verdict = judge(needs, RightsReader(CloudChanges(factory)).read(needs))
-        operator = signed_in(factory).object_id
-    except CloudError as exc:
-        err.print(markup(f"warning: the operator's own rights were not checked: {exc}"),
-                  highlight=False)
-        return made
-    return with_rights(made, verdict, operator)
+    checked, problem = with_operator_rights(factory, made)
+    if problem:
+        err.print(markup(f"warning: {problem}"), highlight=False)
+    return checked
 
 
 class ReportFormat(str, enum.Enum):

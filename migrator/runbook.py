@@ -196,6 +196,7 @@ def stash_key() -> bytes:
 def run_plan(s: Session, args: argparse.Namespace, log: Any,
              today: datetime | None = None) -> int:
     from migrator.cloud.blobs import ConflictError, LeaseTaken
+    from migrator.execute.rights import with_operator_rights
     from migrator.plan import PlanOptions, build_plan, dump_plan
     from migrator.report import plan_html, plan_markdown
     from migrator.scan import Scanner, ScanScope
@@ -212,7 +213,10 @@ def run_plan(s: Session, args: argparse.Namespace, log: Any,
                 return EXIT_OK
             log.info("scan started", subscriptions=args.subscription or "all readable")
             inventory = Scanner(s.factory).run(ScanScope(tuple(args.subscription)))
-            plan = build_plan(inventory, PlanOptions(name=name, tool_version=__version__))
+            plan, unchecked = with_operator_rights(s.factory, build_plan(
+                inventory, PlanOptions(name=name, tool_version=__version__)))
+            if unchecked:
+                log.warning("rights not checked", detail=unchecked)
             s.blobs.write_text(f"plans/{name}.md", plan_markdown.render(plan))
             s.blobs.write_text(f"plans/{name}.html", plan_html.render(plan))
             try:
@@ -234,6 +238,10 @@ def run_plan(s: Session, args: argparse.Namespace, log: Any,
             log.warning("blocked", app=app.name, reasons=[b.message for b in app.blocked])
     for gap in plan.gaps:
         log.warning("gap", scope=gap.scope, operation=gap.operation, message=gap.message)
+    if plan.operator_rights and plan.operator_rights.missing:
+        log.warning("missing rights", note="the runbook's identity lacks these; advance "
+                    "refuses the steps that need them",
+                    missing=[m.line for m in plan.operator_rights.missing])
     return EXIT_OK if plan.scan_complete else EXIT_FAILED
 
 

@@ -12,9 +12,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from migrator.cloud.changes import CloudChanges
-from migrator.cloud.errors import AzureCallError
+from migrator.cloud.errors import AzureCallError, CloudError
+from migrator.cloud.factory import ClientFactory
 from migrator.cloud.records import Permission
-from migrator.plan.preflight import GRAPH, HeldRights, Need, arm_scopes, owned_applications
+from migrator.plan.model import Plan
+from migrator.plan.preflight import (
+    GRAPH,
+    HeldRights,
+    Need,
+    arm_scopes,
+    judge,
+    owned_applications,
+    plan_needs,
+    with_rights,
+)
 
 USER_TOKEN = ("the operator's Microsoft Graph token lists no application permissions (a "
               "user's token: its rights come from directory roles)")
@@ -61,3 +72,20 @@ class RightsReader:
             return (f"the owners of application {application} could not be read "
                     f"({' '.join(str(exc).split())})")
         return bool(self._operator) and self._operator in owners
+
+
+def with_operator_rights(factory: ClientFactory, made: Plan) -> tuple[Plan, str | None]:
+    """The plan with what the signed-in operator lacks for its steps (a warning in every
+    report; `apply` checks again and refuses), and why the check could not run, if it could
+    not: that is said, not fatal, for the plan is still worth reviewing."""
+    from migrator.cloud.whoami import signed_in
+
+    needs = plan_needs(made)
+    if not needs:
+        return made, None
+    try:
+        verdict = judge(needs, RightsReader(CloudChanges(factory)).read(needs))
+        operator = signed_in(factory).object_id
+    except CloudError as exc:
+        return made, f"the operator's own rights were not checked: {' '.join(str(exc).split())}"
+    return with_rights(made, verdict, operator), None

@@ -417,6 +417,10 @@ class MissingRight(_Model):
     step: str = Field(description="The step's title.")
     needs: str = Field(description="An ARM action on a scope, or Microsoft Graph roles.")
 
+    @property
+    def line(self) -> str:
+        return f"{self.app} {self.stage.value}: {self.step}: needs {self.needs}"
+
 
 class OperatorRights(_Model):
     """The operator's own rights, checked against the plan's steps when it was made: `apply`

@@ -471,8 +471,7 @@ def rights_warning(plan: Plan) -> RightsWarning | None:
                  "(or another operator holding them applies the plan).")
     else:
         title = "The operator holds every permission that could be checked for this plan's steps."
-    return RightsWarning(title, tuple(f"{m.app} {m.stage.value}: {m.step}: needs {m.needs}"
-                                      for m in rights.missing), rights.unchecked)
+    return RightsWarning(title, tuple(m.line for m in rights.missing), rights.unchecked)
 
 
 # --- identities, principals, gaps ----------------------------------------------------------------

@@ -25,6 +25,7 @@ from cryptography.fernet import Fernet
 from migrator.cloud.blobs import BlobStore
 from migrator.execute.journal import StepState
 from migrator.execute.table_journal import TableJournal
+from migrator.sim.catalog import GRAPH_APP_ROLES
 
 if TYPE_CHECKING:
     from conftest import Sim
@@ -231,4 +232,40 @@ def test_two_jobs_started_together_do_not_corrupt_the_state(jobs: Jobs) -> None:
     assert last.returncode == 0 and last2.returncode == 0
     for site in ("solo-api", "shared-a", "shared-b"):
         assert jobs.healthy(site)
+    jobs.no_secret_anywhere()
+
+
+def test_an_identity_that_may_not_remove_the_secret_is_warned_then_refused(jobs: Jobs) -> None:
+    """Issue 12: the Automation identity lacks Graph's Application.ReadWrite.All. The plan says
+    so; advance moves the app as far as the swap, then refuses its revoke before any change
+    and goes on; the secret stays and the app stays healthy on its managed identity."""
+    t = jobs.sim.tenant
+    account = next(iter(t.automation_accounts.values()))
+    with t.lock:
+        for key, a in list(t.app_role_assignments.items()):
+            if a.principal_id == account.identity.system_principal_id and \
+                    a.app_role_id == GRAPH_APP_ROLES["Application.ReadWrite.All"]:
+                del t.app_role_assignments[key]
+            if a.principal_id == account.identity.system_principal_id and \
+                    a.app_role_id == GRAPH_APP_ROLES["AppRoleAssignment.ReadWrite.All"]:
+                t.app_role_assignments[key + "-read"] = type(a)(
+                    key + "-read", a.principal_id, a.resource_id,
+                    GRAPH_APP_ROLES["Application.Read.All"])  # it may still scan
+    planned = jobs.run("plan")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    (warning,) = [e for e in jobs.lines(planned.stdout) if e["event"] == "missing rights"]
+    assert all("revoke" in line and "Application.ReadWrite.All" in line
+               for line in warning["missing"])
+    jobs.approve({"solo-api": "revoke"})
+    for stage in ("identity", "grant", "swap"):
+        job = jobs.run("advance")
+        assert job.returncode == 0, (stage, job.stdout + job.stderr)
+    refused = jobs.run("advance")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    (event,) = [e for e in jobs.lines(refused.stdout) if e["event"] == "refused"]
+    assert event["app"] == "solo-api" and event["stage"] == "revoke"
+    assert any("Application.ReadWrite.All" in line for line in event["missing"])
+    solo = t.app_by_app_id(jobs.sim.client_id("solo-sp"))
+    assert solo is not None and len(solo.passwords) == 1  # nothing removed
+    assert jobs.healthy("solo-api")
     jobs.no_secret_anywhere()
