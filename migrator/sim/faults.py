@@ -8,8 +8,9 @@ writes 200 (+10/s), deletes 200 (+10/s); `x-ms-ratelimit-remaining-subscription-
 every answer and 429 with `Retry-After` when a bucket is empty. Graph throttling follows
 Graph's identity limits: resource units per application and tenant (by the estate's
 tenant.size) and write quotas, with Graph's 429 (see GRAPH_RESOURCE_UNITS). `throttle_scale`
-multiplies sizes and rates (0 turns throttling off); `graph_throttle_scale`, Graph's alone. Faults and throttling can be changed while the
-simulator runs (`POST /_sim/faults`, or `SimServer.faults` in process).
+multiplies sizes and rates (0 turns throttling off); `graph_throttle_scale`, Graph's alone.
+Faults and throttling can be changed while the simulator runs (`POST /_sim/faults`, or
+`SimServer.faults` in process).
 """
 
 from __future__ import annotations
