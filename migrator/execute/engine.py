@@ -273,8 +273,10 @@ class Engine:
         drift check before each app's stages."""
         apps = {a.name: a for a in self.targets(options.apps)}
         needs: list[Need] = []
+        checked: set[str] = set()  # apps whose drift-check read is counted
         for name, stage, step in self.preview(options):
-            if not any(n.app == name for n in needs):
+            if name not in checked:
+                checked.add(name)
                 needs += drift_check_needs(apps[name], stage)
             needs += step_needs(name, stage, step)
         return needs
