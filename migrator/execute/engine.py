@@ -656,11 +656,18 @@ class Engine:
         if any(s in (Stage.SWAP, Stage.REVOKE) for s in stages):
             self.stash.require(self._stash_needed(app, stages))
         last, needed = self._last(), self._still_needed(app)
+
+        def undo_acts(step: Step) -> bool:
+            """False when the undo will keep what the step found: the identity, role or app
+            role existed before the plan, or another app still needs it."""
+            entry = last.get(step.id)
+            return (entry is not None and entry.state is not StepState.UNDONE
+                    and not needed(step)
+                    and self._started_before(app.name, step).get("existed") is not True)
+
         self.check_rights([  # a rollback that stops half-way for a 403 is worse than none
-            n for stage in stages for step in _stage(app, stage).steps
-            if (e := last.get(step.id)) is not None and e.state is not StepState.UNDONE
-            and not needed(step) for n in step_needs(app.name, stage, step, undo=True)],
-            "rollback")
+            n for stage in stages for step in _stage(app, stage).steps if undo_acts(step)
+            for n in step_needs(app.name, stage, step, undo=True)], "rollback")
         notes: list[str] = []
         self._identity_cache.pop(app.name, None)
         ctx = self._context(app, options, notes)

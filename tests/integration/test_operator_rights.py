@@ -29,7 +29,8 @@ from migrator.execute.engine import ApplyOptions, Engine, MissingRights
 from migrator.execute.journal import SqliteJournal
 from migrator.execute.stash import FileStash
 from migrator.plan import PlanOptions, build_plan, dump_plan, load_plan
-from migrator.plan.model import Plan
+from migrator.plan.model import Plan, Stage
+from migrator.plan.model import RoleAssignment as PlannedRole
 from migrator.scan import Scanner
 from migrator.sim.catalog import GRAPH_APP_ROLES
 from migrator.sim.rbac import ROLES_BY_NAME, RoleDefinition
@@ -276,3 +277,43 @@ def test_owned_by_covers_the_applications_the_operator_owns_and_no_other(
     swap = tuple(s for s in ALL_STAGES.stages if s.value != "revoke")
     (moved,) = engine.apply(ApplyOptions(apps=("shared-a",), stages=swap, health_timeout=30))
     assert moved.outcome == "done", moved
+
+
+def test_rollback_does_not_ask_to_delete_what_the_identity_had_before_the_plan(
+        sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role the new identity already held when the grant ran (someone assigned it by hand
+    between the identity and grant stages) is kept by the undo, so the rollback must not be
+    refused for lacking roleAssignments/delete, which it will not use."""
+    monkeypatch.setenv("MIGRATOR_STASH_KEY_FILE", str(tmp_path / "keys" / "stash.key"))
+    plan = _plan(sim)
+    engine = _engine(sim, plan, tmp_path)
+
+    def stages(*names: str) -> ApplyOptions:
+        return ApplyOptions(apps=("solo-api",), health_timeout=30,
+                            stages=tuple(s for s in ALL_STAGES.stages if s.value in names))
+
+    assert [o.outcome for o in engine.apply(stages("identity"))] == ["done"]
+    site = sim.tenant.webapp("solo-api")
+    assert site is not None and site.identity.system_principal_id
+    principal = site.identity.system_principal_id
+    (app,) = [a for a in plan.apps if a.name == "solo-api"]
+    (grant,) = [s for s in app.stages if s.stage.value == "grant"]
+    roles = [s.params for s in grant.steps if isinstance(s.params, PlannedRole)]
+    assert roles
+    with sim.tenant.lock:
+        for n, role in enumerate(roles):
+            name = f"0c0de000-0000-4000-8000-0000000001{n:02d}"
+            sim.tenant.role_assignments[name] = RoleAssignment(
+                name, role.scope, role.role_definition_id.rsplit("/", 1)[-1], principal)
+    assert [o.outcome for o in engine.apply(stages("grant"))] == ["done"]
+    _operator_role(sim, actions=list(ROLES_BY_NAME["owner"].actions),
+                   not_actions=["Microsoft.Authorization/roleAssignments/delete"])
+    held = {a.name for a in sim.tenant.role_assignments.values() if a.principal_id == principal}
+
+    outcome = _engine(sim, plan, tmp_path).rollback("solo-api", to_stage=Stage.IDENTITY,
+                                                    options=ApplyOptions(health_timeout=30))
+
+    assert outcome.outcome == "rolled-back", outcome
+    # the hand-made assignments are still there: the undo kept them
+    assert held == {a.name for a in sim.tenant.role_assignments.values()
+                    if a.principal_id == principal}
