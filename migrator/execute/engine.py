@@ -270,11 +270,14 @@ class Engine:
 
     def rights_needed(self, options: ApplyOptions) -> list[Need]:
         """Every permission the steps `apply` would run need, with the settings reads of the
-        drift check before each app's stages."""
+        drift check before each app's stages. A held stage will not run (it waits), so what
+        it would need is not asked for."""
         apps = {a.name: a for a in self.targets(options.apps)}
         needs: list[Need] = []
         checked: set[str] = set()  # apps whose drift-check read is counted
         for name, stage, step in self.preview(options):
+            if _stage(apps[name], stage).held:
+                continue
             if name not in checked:
                 checked.add(name)
                 needs += drift_check_needs(apps[name], stage)

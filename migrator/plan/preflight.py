@@ -270,7 +270,11 @@ def plan_needs(plan: Plan) -> list[Need]:
 
 
 def with_rights(plan: Plan, verdict: Verdict, checked_as: str | None) -> Plan:
-    """The plan, sealed again, saying what the operator who made it lacks for its steps."""
+    """The plan, sealed again, saying what the operator who made it lacks for its steps.
+
+    A credential it may not remove holds that app's revoke stage, with the reason, and
+    nothing else: the migration (identity, grant, swap) still goes ahead, and the secret is
+    removed later by a plan made as an operator who may."""
     from migrator.plan.integrity import seal
 
     rights = OperatorRightsModel(
@@ -278,4 +282,19 @@ def with_rights(plan: Plan, verdict: Verdict, checked_as: str | None) -> Plan:
         missing=tuple(MissingRight(app=n.app, stage=n.stage, step=n.step, needs=n.wanted)
                       for n in verdict.missing),
         unchecked=tuple(unchecked_lines(verdict)))
-    return seal(plan.model_copy(update={"operator_rights": rights}))
+    revokes: dict[str, list[str]] = {}
+    for n in verdict.missing:
+        if n.stage is Stage.REVOKE:
+            revokes.setdefault(n.app, []).append(
+                f"the operator who made the plan may not do this: {n.step} needs {n.wanted} "
+                "(the migration goes ahead; plan again as an operator who may, to revoke)")
+    apps = tuple(_hold(app, Stage.REVOKE, revokes[app.name]) if app.name in revokes else app
+                 for app in plan.apps)
+    return seal(plan.model_copy(update={"operator_rights": rights, "apps": apps}))
+
+
+def _hold(app: AppPlan, stage: Stage, reasons: Sequence[str]) -> AppPlan:
+    stages = tuple(
+        s.model_copy(update={"held": tuple(dict.fromkeys((*s.held, *reasons)))})
+        if s.stage is stage else s for s in app.stages)
+    return app.model_copy(update={"stages": stages})

@@ -27,9 +27,11 @@ from migrator.cli import app as cli_app
 from migrator.cloud.changes import CloudChanges
 from migrator.execute.engine import ApplyOptions, Engine, MissingRights
 from migrator.execute.journal import SqliteJournal
+from migrator.execute.rights import with_operator_rights
 from migrator.execute.stash import FileStash
 from migrator.plan import PlanOptions, build_plan, dump_plan, load_plan
-from migrator.plan.model import Plan, Stage
+from migrator.plan.integrity import parse_plan as load_plan_text
+from migrator.plan.model import Plan, Stage, StagePlan
 from migrator.plan.model import RoleAssignment as PlannedRole
 from migrator.scan import Scanner
 from migrator.sim.catalog import GRAPH_APP_ROLES
@@ -317,3 +319,38 @@ def test_rollback_does_not_ask_to_delete_what_the_identity_had_before_the_plan(
     # the hand-made assignments are still there: the undo kept them
     assert held == {a.name for a in sim.tenant.role_assignments.values()
                     if a.principal_id == principal}
+
+
+def test_a_plan_made_by_an_operator_who_may_not_revoke_holds_the_revoke_not_the_migration(
+        sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan names, per credential, that its operator may not remove it, and holds that
+    app's revoke stage with the reason; `apply` then migrates the app and leaves the secret,
+    instead of refusing the whole run."""
+    monkeypatch.setenv("MIGRATOR_STASH_KEY_FILE", str(tmp_path / "keys" / "stash.key"))
+    _owned_by_only(sim, owns="solo-sp")
+    plan, problem = with_operator_rights(sim.factory(), _plan(sim))
+    assert problem is None
+    assert load_plan_text(dump_plan(plan)) == plan  # sealed again: it loads
+
+    def revoke(name: str) -> StagePlan:
+        (app,) = [a for a in plan.apps if a.name == name]
+        return next(s for s in app.stages if s.stage is Stage.REVOKE)
+
+    assert revoke("solo-api").held == ()  # it owns solo-sp
+    (reason,) = revoke("shared-a").held
+    assert "the operator who made the plan may not do this" in reason
+    assert "shared-sp" in reason and "Application.ReadWrite.OwnedBy as an owner" in reason
+    assert "the migration goes ahead" in reason
+    shared_secrets = {p.secret for p in sim.tenant.app_by_app_id(
+        sim.client_id("shared-sp")).passwords}  # type: ignore[union-attr]
+
+    engine = _engine(sim, plan, tmp_path)
+    (moved,) = engine.apply(ApplyOptions(apps=("shared-a",), soak=timedelta(0),
+                                         health_timeout=30))
+
+    assert moved.outcome == "waiting", moved
+    assert "revoke is held: the operator who made the plan may not do this" in moved.message
+    assert "swap" in moved.stages_done and "revoke" not in moved.stages_done
+    still = {p.secret for p in sim.tenant.app_by_app_id(
+        sim.client_id("shared-sp")).passwords}  # type: ignore[union-attr]
+    assert still == shared_secrets  # the credential stays, as the plan said

@@ -235,10 +235,11 @@ def test_two_jobs_started_together_do_not_corrupt_the_state(jobs: Jobs) -> None:
     jobs.no_secret_anywhere()
 
 
-def test_an_identity_that_may_not_remove_the_secret_is_warned_then_refused(jobs: Jobs) -> None:
+def test_an_identity_that_may_not_remove_the_secret_is_warned_and_its_revoke_held(jobs: Jobs) -> None:
     """Issue 12: the Automation identity lacks Graph's Application.ReadWrite.All. The plan says
-    so; advance moves the app as far as the swap, then refuses its revoke before any change
-    and goes on; the secret stays and the app stays healthy on its managed identity."""
+    so and holds the app's revoke; advance moves the app as far as the swap, then reports the
+    revoke waiting, with the reason, and changes nothing; the secret stays and the app stays
+    healthy on its managed identity."""
     t = jobs.sim.tenant
     account = next(iter(t.automation_accounts.values()))
     with t.lock:
@@ -260,11 +261,13 @@ def test_an_identity_that_may_not_remove_the_secret_is_warned_then_refused(jobs:
     for stage in ("identity", "grant", "swap"):
         job = jobs.run("advance")
         assert job.returncode == 0, (stage, job.stdout + job.stderr)
-    refused = jobs.run("advance")
-    assert refused.returncode == 1, refused.stdout + refused.stderr
-    (event,) = [e for e in jobs.lines(refused.stdout) if e["event"] == "refused"]
+    held = jobs.run("advance")  # the plan held the revoke: it waits, it is not attempted
+    assert held.returncode == 0, held.stdout + held.stderr
+    (event,) = [e for e in jobs.lines(held.stdout) if e["event"] == "advance"]
     assert event["app"] == "solo-api" and event["stage"] == "revoke"
-    assert any("Application.ReadWrite.All" in line for line in event["missing"])
+    assert event["outcome"] == "waiting" and event["level"] == "warning"
+    assert "revoke is held: the operator who made the plan may not do this" in event["message"]
+    assert "Application.ReadWrite.All" in event["message"]
     solo = t.app_by_app_id(jobs.sim.client_id("solo-sp"))
     assert solo is not None and len(solo.passwords) == 1  # nothing removed
     assert jobs.healthy("solo-api")
