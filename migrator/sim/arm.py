@@ -147,7 +147,11 @@ class Arm:
 
     def page(self, call: Call, items: list[dict[str, Any]]) -> Response:
         """ARM paging: `value` plus an absolute `nextLink` carrying a skip token."""
-        start = int(call.query.get("$skiptoken", "0") or 0)
+        token = call.query.get("$skiptoken", "0") or "0"
+        if not token.isdigit():  # a token this simulator did not hand out: refused, not a crash
+            raise SimError(400, "InvalidSkipToken",
+                           f"The skip token '{token[:64]}' is not valid for this request.")
+        start = int(token)
         body: dict[str, Any] = {"value": items[start:start + PAGE_SIZE]}
         if start + PAGE_SIZE < len(items):
             query = dict(call.query) | {"$skiptoken": str(start + PAGE_SIZE)}

@@ -577,6 +577,15 @@ def test_the_site_pager_follows_the_absolute_next_link(
             headers={"Authorization": f"Bearer {token}"}).json()
     assert len(page["value"]) == 1
     assert page["nextLink"].startswith(sim.base_url + "/subscriptions/")
+    # A token it did not hand out (Azure's are opaque base64) is a 400, not a dropped
+    # connection: found replaying the Azure CLI's recorded vault list.
+    with sim.http() as http:
+        foreign = http.get(
+            f"{sim.base_url}/subscriptions/{sim.subscription_id}/providers/Microsoft.Web/sites",
+            params={"api-version": "2025-05-01", "$skiptoken": "Y2xpLXRlc3Qta3Y="},
+            headers={"Authorization": f"Bearer {token}"})
+    assert foreign.status_code == 400
+    assert foreign.json()["error"]["code"] == "InvalidSkipToken"
 
 
 def test_other_pagers_follow_next_links(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
