@@ -49,9 +49,10 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
             if app is None:
                 return JSONResponse({"error": f"no site {site}{'/' + slot if slot else ''}"},
                                     status_code=404)
-            if rest.rstrip("/") != app.health_path.rstrip("/"):
+            served = app.health_path or "/"  # with none configured, the app's root answers
+            if rest.rstrip("/") != served.rstrip("/"):
                 return JSONResponse({"error": f"{app.display} serves health at "
-                                              f"{app.health_path}"}, status_code=404)
+                                              f"{served}"}, status_code=404)
             result = runtime.probe(app)
         return JSONResponse(result.as_json(), status_code=200 if result.healthy else 503)
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from migrator.sim.context import SimContext, arm_error, request_id
+from migrator.sim.context import SimContext, arm_error, request_id, with_arm_headers
 from migrator.sim.rbac import RoleDefinition, scope_covers
 from migrator.sim.state import (
     AccessPolicy,
@@ -202,7 +202,7 @@ class Arm:
                 # casing was written (Azure/azure-cli appservice recording
                 # test_functionapp_assign_user_identity.yaml): a client must compare resource
                 # ids case-insensitively.
-                key = re.sub("/resourcegroups/", "/resourcegroups/", rid, flags=re.IGNORECASE)
+                key = as_azure_writes(rid)
                 out["userAssignedIdentities"][key] = (
                     {"principalId": held[0], "clientId": held[1]} if held else {})
         return out
@@ -213,8 +213,11 @@ class Arm:
             "id": app.id,
             "name": f"{app.site_name}/{app.slot_name}" if app.slot_name else app.site_name,
             "type": "Microsoft.Web/sites/slots" if app.slot_name else "Microsoft.Web/sites",
-            "kind": app.kind, "location": app.location, "tags": {},
-            "identity": self.identity_json(app),
+            "kind": app.kind, "location": app.location,
+            # Azure leaves out `identity` when the site has none, and `tags` when it has none
+            # (Azure/azure-cli recording test_functionapp_assign_user_identity): a reader
+            # must take a missing identity for "None".
+            **({"identity": self.identity_json(app)} if app.identity.type != "None" else {}),
             "properties": {
                 "state": "Running", "enabled": True, "hostNames": [host],
                 "defaultHostName": host, "resourceGroup": app.resource_group,
@@ -329,7 +332,14 @@ class Arm:
         """`GET {site}/config/web` (azure-mgmt-web `get_configuration[_slot]`): the part of
         the site's configuration the simulator models."""
         app = self.webapp(call, "Microsoft.Web/sites/config/read")
-        return _json(self._config(app, "web", {"healthCheckPath": app.health_path}))
+        return _json(self._config(app, "web", {
+            "healthCheckPath": app.health_path,
+            # config/web has the key too, null where the site says "SystemAssigned" (Azure/
+            # azure-cli recordings test_webapp_config, test_webapp_slot); a user-assigned one
+            # is not recorded there, and the product reads the site's.
+            "keyVaultReferenceIdentity": None
+            if app.key_vault_reference_identity == "SystemAssigned"
+            else app.key_vault_reference_identity}))
 
     async def list_app_settings(self, call: Call) -> Response:
         app = self.webapp(call, "Microsoft.Web/sites/config/list/action")
@@ -364,22 +374,33 @@ class Arm:
         props = {k: {"value": c.value, "type": c.type} for k, c in app.connection_strings.items()}
         return _json(self._config(app, "connectionstrings", props))
 
-    def _slot_names(self, app: WebApp) -> dict[str, Any]:
-        return {"id": f"{app.id}/config/slotConfigNames", "name": "slotConfigNames",
-                "type": "Microsoft.Web/sites/config",
-                "properties": {"appSettingNames": list(app.sticky_app_settings),
-                               "connectionStringNames": list(app.sticky_connection_strings),
-                               "azureStorageConfigNames": []}}
+    def _slot_names(self, app: WebApp, call: Call) -> dict[str, Any]:
+        """As Microsoft.Web answers (Azure/azure-cli recordings test_webapp_config,
+        test_webapp_slot): no id, the site's name, type and location; every list null until
+        the names are first written, and a PUT replaces all of them (what it leaves out comes
+        back empty); `secretsCollectionNames` from api-version 2022-03-01."""
+        props: dict[str, Any] = {"connectionStringNames": None, "appSettingNames": None,
+                                 "azureStorageConfigNames": None}
+        if app.sticky_written:
+            props = {"connectionStringNames": list(app.sticky_connection_strings),
+                     "appSettingNames": list(app.sticky_app_settings),
+                     "azureStorageConfigNames": []}
+            if call.query.get("api-version", "") >= "2022-03-01":
+                props["secretsCollectionNames"] = []
+        return {"id": None, "name": app.site_name, "type": "Microsoft.Web/sites",
+                "location": app.location, "properties": props}
 
     async def get_slot_config_names(self, call: Call) -> Response:
-        return _json(self._slot_names(self.webapp(call, "Microsoft.Web/sites/config/read")))
+        return _json(self._slot_names(self.webapp(call, "Microsoft.Web/sites/config/read"),
+                                      call))
 
     async def put_slot_config_names(self, call: Call) -> Response:
         app = self.webapp(call, "Microsoft.Web/sites/config/write")
         props = (await call.body()).get("properties") or {}
         app.sticky_app_settings = list(props.get("appSettingNames") or [])
         app.sticky_connection_strings = list(props.get("connectionStringNames") or [])
-        return _json(self._slot_names(app))
+        app.sticky_written = True
+        return _json(self._slot_names(app, call))
 
     async def restart(self, call: Call) -> Response:
         app = self.webapp(call, "Microsoft.Web/sites/restart/action")
@@ -389,16 +410,30 @@ class Arm:
     # -- Microsoft.KeyVault
 
     def vault_json(self, kv: KeyVault) -> dict[str, Any]:
+        """As Microsoft.KeyVault answers (Azure/azure-cli recording keyvault/
+        test_keyvault_mgmt, api-version 2021-10-01): `systemData`, the deployment flag, soft
+        delete's retention and public access always; `enableRbacAuthorization` only when it
+        is on, so a reader must take a missing flag for access policies."""
+        sp = self.t.service_principals.get(self.t.names.get(self.t.operator, ""))
+        operator = sp.app_id if sp is not None else None
+        props: dict[str, Any] = {
+            "sku": {"family": "A", "name": "standard"}, "tenantId": self.t.id,
+            "accessPolicies": [self.policy_json(p) for p in kv.access_policies],
+            "enabledForDeployment": False, "enableSoftDelete": True,
+            "softDeleteRetentionInDays": 90,
+            "vaultUri": self.ctx.vault_urls.get(kv.name.lower(), kv.uri),
+            "provisioningState": "Succeeded", "publicNetworkAccess": "Enabled",
+        }
+        if kv.rbac:
+            props["enableRbacAuthorization"] = True
         return {
             "id": kv.id, "name": kv.name, "type": "Microsoft.KeyVault/vaults",
             "location": kv.location, "tags": {},
-            "properties": {
-                "tenantId": self.t.id, "sku": {"family": "A", "name": "standard"},
-                "accessPolicies": [self.policy_json(p) for p in kv.access_policies],
-                "vaultUri": self.ctx.vault_urls.get(kv.name.lower(), kv.uri),
-                "enableRbacAuthorization": kv.rbac,
-                "enableSoftDelete": True, "provisioningState": "Succeeded",
-            },
+            "systemData": {"createdBy": operator, "createdByType": "Application",
+                           "createdAt": self.t.started, "lastModifiedBy": operator,
+                           "lastModifiedByType": "Application",
+                           "lastModifiedAt": self.t.started},
+            "properties": props,
         }
 
     def policy_json(self, p: AccessPolicy) -> dict[str, Any]:
@@ -485,12 +520,17 @@ class Arm:
 
     # -- Microsoft.ManagedIdentity
 
-    def uai_json(self, uai: UserAssignedIdentity) -> dict[str, Any]:
-        return {"id": uai.id, "name": uai.name,
+    def uai_json(self, uai: UserAssignedIdentity, call: Call) -> dict[str, Any]:
+        """As Microsoft.ManagedIdentity answers: the id with a lower-case `resourcegroups`
+        (Azure/azure-cli identity and role recordings, api-versions 2021-09-30-preview to
+        2023-01-31), and `isolationScope` only from the api-version that introduced it."""
+        props: dict[str, Any] = {"tenantId": self.t.id, "principalId": uai.principal_id,
+                                 "clientId": uai.client_id}
+        if call.query.get("api-version", "") >= "2024-11-30":
+            props["isolationScope"] = "None"
+        return {"id": as_azure_writes(uai.id), "name": uai.name,
                 "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
-                "location": uai.location, "tags": dict(uai.tags),
-                "properties": {"tenantId": self.t.id, "principalId": uai.principal_id,
-                               "clientId": uai.client_id, "isolationScope": "None"}}
+                "location": uai.location, "tags": dict(uai.tags), "properties": props}
 
     def uai_scope(self, call: Call) -> str:
         return call.request.url.path
@@ -505,7 +545,8 @@ class Arm:
                  and (rg is None or u.resource_group.lower() == rg.lower())
                  and self.t.can(call.caller.object_id,
                                 "Microsoft.ManagedIdentity/userAssignedIdentities/read", u.id)]
-        return self.page(call, [self.uai_json(u) for u in sorted(found, key=lambda u: u.id)])
+        return self.page(call, [self.uai_json(u, call)
+                                for u in sorted(found, key=lambda u: u.id)])
 
     async def get_uai(self, call: Call) -> Response:
         self.authorize(call, "Microsoft.ManagedIdentity/userAssignedIdentities/read",
@@ -515,7 +556,7 @@ class Arm:
         if uai is None:
             raise self._not_found("Microsoft.ManagedIdentity/userAssignedIdentities",
                                   call.params["uai"], rg)
-        return _json(self.uai_json(uai))
+        return _json(self.uai_json(uai, call))
 
     async def put_uai(self, call: Call) -> Response:
         self.authorize(call, "Microsoft.ManagedIdentity/userAssignedIdentities/write",
@@ -529,14 +570,18 @@ class Arm:
                                       call.params["uai"], rg)
             if isinstance(body.get("tags"), dict):
                 existing.tags = {str(k): str(v) for k, v in body["tags"].items()}
-            return _json(self.uai_json(existing))
+            return _json(self.uai_json(existing, call))
         location = body.get("location")
         if not location:
             raise SimError(400, "LocationRequired", "The location property is required for "
                            "this definition.")
         uai = self.t.create_identity(sid, rg, call.params["uai"], str(location))
         uai.tags = {str(k): str(v) for k, v in (body.get("tags") or {}).items()}
-        return _json(self.uai_json(uai), 200 if existing is not None else 201)
+        if existing is not None:
+            return _json(self.uai_json(uai, call))
+        made = _json(self.uai_json(uai, call), 201)
+        made.headers["location"] = as_azure_writes(uai.id)  # as the recorded 201s carry
+        return made
 
     async def delete_uai(self, call: Call) -> Response:
         self.authorize(call, "Microsoft.ManagedIdentity/userAssignedIdentities/delete",
@@ -560,6 +605,13 @@ class Arm:
                                  "notActions": list(role.not_actions),
                                  "dataActions": list(role.data_actions),
                                  "notDataActions": list(role.not_data_actions)}],
+                # Built-in roles are Microsoft's, with no creator in the tenant (the recorded
+                # Reader: created 2015-02-02, createdBy null); a custom role was made by the
+                # estate's operator.
+                "createdOn": _BUILT_IN_CREATED if not role.custom else self.t.started,
+                "updatedOn": _BUILT_IN_CREATED if not role.custom else self.t.started,
+                "createdBy": self.t.names.get(self.t.operator) if role.custom else None,
+                "updatedBy": self.t.names.get(self.t.operator) if role.custom else None,
             },
         }
 
@@ -612,10 +664,17 @@ class Arm:
                         "notDataActions": list(role.not_data_actions)})
         return self.page(call, out)
 
-    def assignment_json(self, ra: RoleAssignment) -> dict[str, Any]:
+    def assignment_json(self, ra: RoleAssignment, *, put_answer: bool = False
+                        ) -> dict[str, Any]:
+        """As Microsoft.Authorization answers (Azure/azure-cli role recordings
+        test_role_assignment_no_graph, test_role_assignment_create_update): who wrote it, and
+        when; the answer to a PUT (creating or editing one) names no creator."""
         sub = re.match(r"/subscriptions/[^/]+", ra.scope, re.IGNORECASE)
         prefix = sub.group(0) if sub else ""
         created = ra.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        updated = (ra.updated or ra.created).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # The estate's own assignments were made by its operator, before the simulator began.
+        operator = self.t.names.get(self.t.operator, "")
         return {
             "id": ra.id, "name": ra.name, "type": "Microsoft.Authorization/roleAssignments",
             "properties": {
@@ -624,9 +683,11 @@ class Arm:
                 "principalId": ra.principal_id, "principalType": ra.principal_type,
                 "scope": ra.scope, "condition": ra.condition,
                 "conditionVersion": ra.condition_version,
-                "createdOn": created, "updatedOn": created, "createdBy": None,
-                "updatedBy": None, "delegatedManagedIdentityResourceId": None,
-                "description": None,
+                "createdOn": created, "updatedOn": updated,
+                "createdBy": None if put_answer else (ra.created_by or operator),
+                "updatedBy": ra.updated_by or operator,
+                "delegatedManagedIdentityResourceId": None,
+                "description": ra.description,
             },
         }
 
@@ -686,6 +747,7 @@ class Arm:
                 "User, or Group.  See https://aka.ms/docs-principaltype"))
         condition = props.get("condition") or None
         version = props.get("conditionVersion") or None
+        description = str(props["description"]) if props.get("description") else None
         if condition is not None and version is None:
             version = "2.0"  # the default when a condition comes without its version (docs)
         existing = self.t.role_assignments.get(name)
@@ -699,7 +761,9 @@ class Arm:
                     "updated."))
             # Only the condition, its version and the description can be edited.
             existing.condition, existing.condition_version = condition, version
-            return _json(self.assignment_json(existing), 201)
+            existing.description = description
+            existing.updated_by, existing.updated = call.caller.object_id, utcnow()
+            return _json(self.assignment_json(existing, put_answer=True), 201)
         duplicate = next((a for a in self.t.role_assignments.values()
                           if a.principal_id == principal_id and a.role_definition_id == role.id
                           and a.scope.lower() == scope.lower()), None)
@@ -710,9 +774,11 @@ class Arm:
         ra = RoleAssignment(name, scope, role.id, principal_id,
                             str(principal_type or "ServicePrincipal"), utcnow(),
                             condition=condition, condition_version=version,
-                            effective_at=time.monotonic() + self.t.rbac_delay)
+                            effective_at=time.monotonic() + self.t.rbac_delay,
+                            description=description, created_by=call.caller.object_id,
+                            updated_by=call.caller.object_id)
         self.t.role_assignments[name] = ra
-        return _json(self.assignment_json(ra), 201)
+        return _json(self.assignment_json(ra, put_answer=True), 201)
 
     async def delete_role_assignment(self, call: Call) -> Response:
         scope = call.params["scope"]
@@ -799,6 +865,16 @@ def _table(arm: Arm) -> list[tuple[str, re.Pattern[str], Handler]]:
     return [(m, re.compile(p + r"/?", re.IGNORECASE), h) for m, p, h in rows]
 
 
+_BUILT_IN_CREATED = "2015-02-02T21:55:09.8806423Z"
+
+
+def as_azure_writes(resource_id: str) -> str:
+    """A resource id as Microsoft.ManagedIdentity and Microsoft.Web write it back: with a
+    lower-case `resourcegroups` segment, whatever casing it was created with (Azure/azure-cli
+    recordings test_identity_management, test_functionapp_assign_user_identity)."""
+    return re.sub("/resourcegroups/", "/resourcegroups/", resource_id, flags=re.IGNORECASE)
+
+
 def routes(ctx: SimContext) -> list[BaseRoute]:
     arm = Arm(ctx)
     table = _table(arm)
@@ -829,7 +905,7 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
         except SimError as err:
             return arm_error(err)
         response.headers.setdefault("x-ms-request-id", request_id())
-        return response
+        return with_arm_headers(response)
 
     return [Route("/{path:path}", dispatch,
                   methods=["GET", "PUT", "PATCH", "POST", "DELETE", "HEAD"])]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from starlette.requests import Request
@@ -56,8 +57,23 @@ def request_id() -> str:
     return str(uuid.uuid4())
 
 
+# What every ARM answer carries (the Azure CLI's recordings: appservice, role, keyvault,
+# identity): no caching anywhere on the way, HSTS, no content sniffing.
+ARM_HEADERS = {
+    "cache-control": "no-cache", "pragma": "no-cache", "expires": "-1",
+    "strict-transport-security": "max-age=31536000; includeSubDomains",
+    "x-content-type-options": "nosniff",
+}
+
+
+def with_arm_headers(response: Response) -> Response:
+    for name, value in ARM_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
 def arm_error(err: SimError) -> Response:
-    headers = {"x-ms-request-id": request_id(), "x-ms-failure-cause": "gateway"}
+    headers = {"x-ms-request-id": request_id(), "x-ms-failure-cause": "gateway", **ARM_HEADERS}
     if err.status == 401:
         headers["WWW-Authenticate"] = (
             'Bearer authorization_uri="https://login.microsoftonline.com/common", '
@@ -86,6 +102,10 @@ def web_error_body(err: SimError) -> dict[str, object]:
 
 def graph_error(err: SimError) -> Response:
     rid = request_id()
+    # As Graph answers (Azure/azure-cli role recording test_app_resolution): the time, to the
+    # second, then the ids an operator hands to support.
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     body = {"error": {"code": err.code, "message": err.message,
-                      "innerError": {"request-id": rid, "client-request-id": rid}}}
+                      "innerError": {"date": date, "request-id": rid,
+                                     "client-request-id": rid}}}
     return JSONResponse(body, status_code=err.status, headers={"request-id": rid})

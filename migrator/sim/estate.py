@@ -144,7 +144,9 @@ class SiteSpec(_Spec):
     location: str | None = None
     identity: IdentitySpec = "none"
     code: CodeSpec = "default-credential"
-    health_path: str = "/healthz"
+    # The health check path set in config/web; null for an app with none (Azure's default),
+    # whose root the health probe then asks.
+    health_path: str | None = "/healthz"
     app_settings: dict[str, str] = {}
     slot_settings: list[str] = []
     connection_strings: dict[str, ConnectionStringSpec] = {}
@@ -162,8 +164,8 @@ class SiteSpec(_Spec):
 
     @field_validator("health_path")
     @classmethod
-    def _health(cls, v: str) -> str:
-        if not v.startswith("/"):
+    def _health(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
             raise ValueError("health_path starts with '/'")
         return v
 

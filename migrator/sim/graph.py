@@ -227,8 +227,8 @@ def application_json(tenant: Tenant, app: Application) -> Json:
                 "requestedAccessTokenVersion": None, "oauth2PermissionScopes": [],
                 "preAuthorizedApplications": []},
         "appRoles": [],
-        "info": {"logoUrl": None, "marketingUrl": None, "privacyStatementUrl": None,
-                 "supportUrl": None, "termsOfServiceUrl": None},
+        "certification": None,
+        "info": dict(_INFO),
         "keyCredentials": [],
         "optionalClaims": None,
         "parentalControlSettings": {"countriesBlockedForMinors": [],
@@ -237,10 +237,18 @@ def application_json(tenant: Tenant, app: Application) -> Json:
         "publicClient": {"redirectUris": []},
         "requiredResourceAccess": [],
         "spa": {"redirectUris": []},
+        "verifiedPublisher": dict(_NO_PUBLISHER),
         "web": {"homePageUrl": None, "logoutUrl": None, "redirectUris": [],
                 "implicitGrantSettings": {"enableAccessTokenIssuance": False,
                                           "enableIdTokenIssuance": False}},
     }
+
+
+# Graph sends these objects with every field null rather than leaving them out (Azure/azure-cli
+# role recordings test_app_credential, test_sp_credential).
+_INFO: Json = {"logoUrl": None, "marketingUrl": None, "privacyStatementUrl": None,
+               "supportUrl": None, "termsOfServiceUrl": None}
+_NO_PUBLISHER: Json = {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None}
 
 
 def app_role_json(value: str, role_id: str) -> Json:
@@ -301,13 +309,12 @@ def service_principal_json(tenant: Tenant, sp: ServicePrincipal) -> Json:
         "samlSingleSignOnSettings": None,
         "addIns": [],
         "appRoles": [app_role_json(v, i) for v, i in sp.app_roles.items()],
-        "info": None,
+        "info": dict(_INFO),
         "keyCredentials": [],
         "oauth2PermissionScopes": [],
         "passwordCredentials": [],
         "resourceSpecificApplicationPermissions": [],
-        "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None,
-                              "addedDateTime": None},
+        "verifiedPublisher": dict(_NO_PUBLISHER),
     }
 
 
@@ -641,7 +648,18 @@ def _with_request_ids(request: Request, response: Response) -> Response:
     rid = response.headers.get("request-id") or request_id()
     response.headers["request-id"] = rid
     response.headers["client-request-id"] = request.headers.get("client-request-id", rid)
+    # and the headers every recorded Graph answer carries (Azure/azure-cli role recordings)
+    response.headers.setdefault("cache-control", "no-cache")
+    response.headers.setdefault("strict-transport-security", "max-age=31536000")
+    response.headers.setdefault("x-ms-ags-diagnostic", AGS_DIAGNOSTIC)
+    if response.headers.get("content-type", "").startswith("application/json"):
+        response.headers.setdefault("odata-version", "4.0")
     return response
+
+
+AGS_DIAGNOSTIC = json.dumps({"ServerInfo": {"DataCenter": "migrator.sim", "Slice": "E",
+                                            "Ring": "5", "ScaleUnit": "001",
+                                            "RoleInstance": "SIM"}}, separators=(",", ":"))
 
 
 # --- routes ------------------------------------------------------------------------------------

@@ -140,6 +140,11 @@ class RoleAssignment:
     condition: str | None = None  # ABAC (sim.conditions); narrows what the role allows
     condition_version: str | None = None
     effective_at: float = 0.0  # monotonic time from which data-plane checks honour it
+    description: str | None = None
+    # Who wrote it: the object id of the caller; empty for the estate's own assignments.
+    created_by: str = ""
+    updated_by: str = ""
+    updated: datetime | None = None
 
     @property
     def id(self) -> str:
@@ -301,7 +306,7 @@ class WebApp:
     kind: str
     location: str
     code: str
-    health_path: str
+    health_path: str | None  # None: no health check path is configured
     app_settings: dict[str, str]
     connection_strings: dict[str, ConnectionString]
     needs: list[NeedSpec]
@@ -312,6 +317,8 @@ class WebApp:
     # Slot-sticky names live on the production site only (ARM: config/slotConfigNames).
     sticky_app_settings: list[str] = field(default_factory=list)
     sticky_connection_strings: list[str] = field(default_factory=list)
+    # Whether slotConfigNames was ever written: Azure answers null lists until it is.
+    sticky_written: bool = False
     slots: dict[str, WebApp] = field(default_factory=dict)
 
     @property
@@ -401,6 +408,8 @@ class Tenant:
         self.domain = domain
         self.operator = operator
         self.lock = threading.RLock()
+        # When the tenant was built: the creation time of what the estate declares.
+        self.started = utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         # Keyed by object id (assignment name for role assignments), indexed by app id or
         # principal id.
         self.applications: IndexedDict[Application] = IndexedDict(lambda a: a.app_id)
@@ -801,6 +810,7 @@ def _build_site(tenant: Tenant, names: EstateNames, sid: str, rg: str, location:
     tenant.identity_header_for(main.id)
     tenant.webapps_by_id[main.id.lower()] = main
     main.sticky_app_settings = list(site.slot_settings)
+    main.sticky_written = bool(site.slot_settings)
     for slot in site.slots:
         built = main.slots[slot.name.lower()] = make(slot, slot.name)
         tenant.identity_header_for(built.id)

@@ -71,8 +71,8 @@ class Staged:
         """The user-assigned identities as GET site answers them: resource id -> principal."""
         rg = "rg-orders" if app == "shared-a" else "rg-shared"
         site = self.factory.web(self.sub).web_apps.get(rg, app)
-        return {k.lower(): v.principal_id
-                for k, v in (site.identity.user_assigned_identities or {}).items()}
+        held = site.identity.user_assigned_identities if site.identity is not None else None
+        return {k.lower(): v.principal_id for k, v in (held or {}).items()}
 
     def healthy(self, app: str) -> bool:
         with self.sim.http() as http:
