@@ -114,6 +114,10 @@ def sim_serve(
     rbac_delay: Annotated[float, typer.Option(
         help="Seconds before a new role assignment reaches data-plane checks (the apps' "
              "needs, Key Vault references); minutes in Azure.")] = REALISTIC_DELAYS.rbac,
+    any_api_version: Annotated[bool, typer.Option(
+        help="Accept ARM api-versions Azure has not published or the simulator has not been "
+             "checked against (by default refused as ARM refuses them), e.g. to try an SDK "
+             "newer than constraints.txt.")] = False,
 ) -> None:
     """Serve an estate over HTTPS on 127.0.0.1 until SIGINT/SIGTERM.
 
@@ -135,7 +139,8 @@ def sim_serve(
         fail(str(exc))
     directory = state_dir or Path(tempfile.mkdtemp(prefix="migrator-sim-"))
     server = SimServer(spec, directory, port=port, faults=faults,
-                       delays=Delays(replication=replication_delay, rbac=rbac_delay))
+                       delays=Delays(replication=replication_delay, rbac=rbac_delay),
+                       any_api_version=any_api_version)
 
     def ready(endpoints: object) -> None:
         from migrator.sim.server import SimEndpoints

@@ -822,47 +822,56 @@ def _policy(object_id: str, perms: dict[str, Any]) -> AccessPolicy:
                         list(perms.get("storage") or []))
 
 
-def _table(arm: Arm) -> list[tuple[str, re.Pattern[str], Handler]]:
-    rows: list[tuple[str, str, Handler]] = [
-        ("GET", r"/subscriptions", arm.list_subscriptions),
-        ("GET", SUB, arm.get_subscription),
-        ("GET", SUB + r"/resources", arm.list_resources),
-        ("GET", RG, arm.get_resource_group),
-        ("GET", SUB + r"/providers/Microsoft\.Web/sites", arm.list_sites),
-        ("GET", RG + r"/providers/Microsoft\.Web/sites", arm.list_sites),
-        ("GET", SITE, arm.get_site),
-        ("PATCH", SITE, arm.update_site),
-        ("PUT", SITE, arm.update_site),
-        ("GET", SITE + r"/slots", arm.list_slots),
-        ("GET", SITE + r"/config/web", arm.get_site_config),
-        ("POST", SITE + r"/config/appsettings/list", arm.list_app_settings),
-        ("PUT", SITE + r"/config/appsettings", arm.put_app_settings),
-        ("POST", SITE + r"/config/connectionstrings/list", arm.list_connection_strings),
-        ("PUT", SITE + r"/config/connectionstrings", arm.put_connection_strings),
-        ("GET", SITE + r"/config/slotConfigNames", arm.get_slot_config_names),
-        ("PUT", SITE + r"/config/slotConfigNames", arm.put_slot_config_names),
-        ("POST", SITE + r"/restart", arm.restart),
-        ("GET", SUB + r"/providers/Microsoft\.KeyVault/vaults", arm.list_vaults),
-        ("GET", RG + r"/providers/Microsoft\.KeyVault/vaults", arm.list_vaults),
-        ("GET", VAULT, arm.get_vault),
-        ("PUT", VAULT + r"/accessPolicies/(?P<kind>[^/]+)", arm.access_policies),
-        ("GET", SUB + r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities",
+# The resource type each route belongs to, for the api-versions ARM accepts (api_versions.py).
+SUBS, RGS, RES = ("Microsoft.Resources/subscriptions", "Microsoft.Resources/resourceGroups",
+                  "Microsoft.Resources/resources")
+WEB, KV = "Microsoft.Web/sites", "Microsoft.KeyVault/vaults"
+MSI = "Microsoft.ManagedIdentity/userAssignedIdentities"
+PERM, RD, RA = ("Microsoft.Authorization/permissions", "Microsoft.Authorization/roleDefinitions",
+                "Microsoft.Authorization/roleAssignments")
+
+
+def _table(arm: Arm) -> list[tuple[str, str, re.Pattern[str], Handler]]:
+    rows: list[tuple[str, str, str, Handler]] = [
+        (SUBS, "GET", r"/subscriptions", arm.list_subscriptions),
+        (SUBS, "GET", SUB, arm.get_subscription),
+        (RES, "GET", SUB + r"/resources", arm.list_resources),
+        (RGS, "GET", RG, arm.get_resource_group),
+        (WEB, "GET", SUB + r"/providers/Microsoft\.Web/sites", arm.list_sites),
+        (WEB, "GET", RG + r"/providers/Microsoft\.Web/sites", arm.list_sites),
+        (WEB, "GET", SITE, arm.get_site),
+        (WEB, "PATCH", SITE, arm.update_site),
+        (WEB, "PUT", SITE, arm.update_site),
+        (WEB, "GET", SITE + r"/slots", arm.list_slots),
+        (WEB, "GET", SITE + r"/config/web", arm.get_site_config),
+        (WEB, "POST", SITE + r"/config/appsettings/list", arm.list_app_settings),
+        (WEB, "PUT", SITE + r"/config/appsettings", arm.put_app_settings),
+        (WEB, "POST", SITE + r"/config/connectionstrings/list", arm.list_connection_strings),
+        (WEB, "PUT", SITE + r"/config/connectionstrings", arm.put_connection_strings),
+        (WEB, "GET", SITE + r"/config/slotConfigNames", arm.get_slot_config_names),
+        (WEB, "PUT", SITE + r"/config/slotConfigNames", arm.put_slot_config_names),
+        (WEB, "POST", SITE + r"/restart", arm.restart),
+        (KV, "GET", SUB + r"/providers/Microsoft\.KeyVault/vaults", arm.list_vaults),
+        (KV, "GET", RG + r"/providers/Microsoft\.KeyVault/vaults", arm.list_vaults),
+        (KV, "GET", VAULT, arm.get_vault),
+        (KV, "PUT", VAULT + r"/accessPolicies/(?P<kind>[^/]+)", arm.access_policies),
+        (MSI, "GET", SUB + r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities",
          arm.list_uais),
-        ("GET", RG + r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities",
+        (MSI, "GET", RG + r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities",
          arm.list_uais),
-        ("GET", UAI, arm.get_uai),
-        ("PUT", UAI, arm.put_uai),
-        ("PATCH", UAI, arm.put_uai),
-        ("DELETE", UAI, arm.delete_uai),
-        ("GET", AUTHZ + r"/permissions", arm.list_permissions),
-        ("GET", AUTHZ + r"/roleDefinitions", arm.list_role_definitions),
-        ("GET", AUTHZ + r"/roleDefinitions/(?P<name>[^/]+)", arm.get_role_definition),
-        ("GET", AUTHZ + r"/roleAssignments", arm.list_role_assignments),
-        ("GET", AUTHZ + r"/roleAssignments/(?P<name>[^/]+)", arm.get_role_assignment),
-        ("PUT", AUTHZ + r"/roleAssignments/(?P<name>[^/]+)", arm.put_role_assignment),
-        ("DELETE", AUTHZ + r"/roleAssignments/(?P<name>[^/]+)", arm.delete_role_assignment),
+        (MSI, "GET", UAI, arm.get_uai),
+        (MSI, "PUT", UAI, arm.put_uai),
+        (MSI, "PATCH", UAI, arm.put_uai),
+        (MSI, "DELETE", UAI, arm.delete_uai),
+        (PERM, "GET", AUTHZ + r"/permissions", arm.list_permissions),
+        (RD, "GET", AUTHZ + r"/roleDefinitions", arm.list_role_definitions),
+        (RD, "GET", AUTHZ + r"/roleDefinitions/(?P<name>[^/]+)", arm.get_role_definition),
+        (RA, "GET", AUTHZ + r"/roleAssignments", arm.list_role_assignments),
+        (RA, "GET", AUTHZ + r"/roleAssignments/(?P<name>[^/]+)", arm.get_role_assignment),
+        (RA, "PUT", AUTHZ + r"/roleAssignments/(?P<name>[^/]+)", arm.put_role_assignment),
+        (RA, "DELETE", AUTHZ + r"/roleAssignments/(?P<name>[^/]+)", arm.delete_role_assignment),
     ]
-    return [(m, re.compile(p + r"/?", re.IGNORECASE), h) for m, p, h in rows]
+    return [(t, m, re.compile(p + r"/?", re.IGNORECASE), h) for t, m, p, h in rows]
 
 
 _BUILT_IN_CREATED = "2015-02-02T21:55:09.8806423Z"
@@ -882,12 +891,13 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
     async def dispatch(request: Request) -> Response:
         path = request.url.path
         try:
-            matches = [(m, rx.fullmatch(path), h) for m, rx, h in table]
-            found = [(m, mt, h) for m, mt, h in matches if mt is not None]
+            matches = [(t, m, rx.fullmatch(path), h) for t, m, rx, h in table]
+            found = [(t, m, mt, h) for t, m, mt, h in matches if mt is not None]
             if not found:
                 raise SimError(404, "InvalidResourceType" if path.startswith("/subscriptions")
                                else "NotFound", f"No route for '{path}' in the simulator.")
-            handler_match = next(((mt, h) for m, mt, h in found if m == request.method), None)
+            handler_match = next(((t, mt, h) for t, m, mt, h in found if m == request.method),
+                                 None)
             if handler_match is None:
                 raise SimError(405, "MethodNotAllowed",
                                f"The {request.method} method is not supported for '{path}'.")
@@ -895,8 +905,14 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
                 raise SimError(400, "MissingApiVersionParameter", (
                     "The api-version query parameter (?api-version=) is required for all "
                     "requests."))
+            resource_type, mt, handler = handler_match
+            api_version = request.query_params["api-version"]
+            ctx.api_versions_seen.add((resource_type, api_version))
+            if ctx.api_versions is not None:
+                refused = ctx.api_versions.refusal(resource_type, api_version)
+                if refused is not None:
+                    raise refused
             caller = ctx.arm_caller(request)
-            mt, handler = handler_match
             params = {k: v for k, v in mt.groupdict().items() if v is not None}
             call = Call(request, caller, params, dict(request.query_params),
                         await request.body())

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from migrator.sim.api_versions import ApiVersions, published
 from migrator.sim.faults import FaultConfig
 from migrator.sim.state import SimError, Tenant, WebError
 from migrator.sim.tokens import Caller, TokenError, TokenIssuer
@@ -35,6 +36,9 @@ class SimContext:
     # (lower case), and vault name -> the URL ARM reports as its vaultUri.
     vault_ports: dict[int, str] = field(default_factory=dict)
     vault_urls: dict[str, str] = field(default_factory=dict)
+    # The api-versions ARM accepts per resource type; None accepts any (`--any-api-version`).
+    api_versions: ApiVersions | None = field(default_factory=published)
+    api_versions_seen: set[tuple[str, str]] = field(default_factory=set)  # (type, version)
 
     @property
     def authority(self) -> str:

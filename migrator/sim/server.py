@@ -101,7 +101,7 @@ class SimServer:
 
     def __init__(self, spec: EstateSpec, state_dir: Path, *, port: int = 0,
                  tenant: Tenant | None = None, faults: FaultConfig | None = None,
-                 delays: Delays = REALISTIC_DELAYS) -> None:
+                 delays: Delays = REALISTIC_DELAYS, any_api_version: bool = False) -> None:
         self.spec = spec
         self.tenant = tenant if tenant is not None else build_tenant(spec)
         self.tenant.replication_delay = delays.replication
@@ -110,6 +110,8 @@ class SimServer:
         self.port = port
         self.faults = faults if faults is not None else FaultConfig()
         self.ctx = SimContext(self.tenant, TokenIssuer(self.tenant.id), faults=self.faults)
+        if any_api_version:
+            self.ctx.api_versions = None
         routed = keyvault.VaultRouter(build_app(self.ctx), keyvault.vault_app(self.ctx), self.ctx)
         self.middleware = FaultMiddleware(routed, self.faults)
         self.middleware.graph_tenant_size = spec.tenant.size
