@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any
 
@@ -44,11 +44,16 @@ class ApiVersions:
 
     published: dict[str, tuple[str, ...]]
 
+    @cached_property
+    def _accepted(self) -> dict[str, frozenset[str]]:
+        """Lower-cased, once: the check runs on every ARM request the simulator serves."""
+        return {t: frozenset(v.lower() for v in vs) for t, vs in self.published.items()}
+
     def refusal(self, resource_type: str, version: str) -> SimError | None:
         """The error ARM answers for `version` of `resource_type`, or None if it is published."""
-        versions = self.published[resource_type]
-        if _FORMAT.fullmatch(version) and version.lower() in (v.lower() for v in versions):
+        if _FORMAT.fullmatch(version) and version.lower() in self._accepted[resource_type]:
             return None
+        versions = self.published[resource_type]
         newest_first = sorted(versions, reverse=True)
         if resource_type in ARM_OWN or not _FORMAT.fullmatch(version):
             return SimError(400, "InvalidApiVersionParameter", (
