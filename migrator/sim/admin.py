@@ -8,12 +8,19 @@ faults at run time, and play the operator who runs a plan's T-SQL.
 - `GET  /_sim/health`                                  every app's probe
 - `GET  /_sim/state`                                   the tenant, read-only (no secret text)
 - `GET|POST /_sim/faults`                              latency, fault rates, throttle scale,
-                                                       `replication_delay` (seconds), `rules`
+                                                       `replication_delay` and
+                                                       `sign_in_delay` (seconds), `rules`
                                                        ([{kind, path, method, times}]: a fault
                                                        aimed at the next matching requests)
 - `POST /_sim/throttle/reset`                          refill every bucket
 - `POST /_sim/sql`  {"server", "database", "script"}   run CREATE USER … FROM EXTERNAL PROVIDER,
                                                        ALTER ROLE … ADD|DROP MEMBER, DROP USER
+- `GET  /_sim/callers`                                 the estate's `external_callers`: principal,
+                                                       keyId of the secret held (null once
+                                                       removed), ip, every, resource, active,
+                                                       sign-ins made so far (never the secret)
+- `POST /_sim/callers/<name>`  {"active": bool}        stop a caller (no sign-in after now) or
+                                                       start it again; 404 for an unknown name
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from starlette.routing import BaseRoute, Route
 from migrator.sim.context import SimContext
 from migrator.sim.faults import FaultError, FaultMiddleware
 from migrator.sim.runtime import Runtime
-from migrator.sim.state import ServicePrincipal, SimError, Tenant
+from migrator.sim.state import ServicePrincipal, SimError, Tenant, utcnow
 
 
 def routes(ctx: SimContext) -> list[BaseRoute]:
@@ -77,13 +84,19 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
                     if delay < 0:
                         raise FaultError("replication_delay cannot be negative")
                     tenant.replication_delay = delay
+                if "sign_in_delay" in changes:
+                    delay = float(changes["sign_in_delay"])
+                    if delay < 0:
+                        raise FaultError("sign_in_delay cannot be negative")
+                    tenant.sign_in_delay = delay
             except (ValueError, TypeError) as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
         middleware = ctx.extras.get("middleware")
         counts = middleware.counts if isinstance(middleware, FaultMiddleware) else {}
         arm = middleware.arm_requests if isinstance(middleware, FaultMiddleware) else {}
         return JSONResponse(ctx.faults.as_json() | {
-            "replication_delay": tenant.replication_delay, "injected": counts,
+            "replication_delay": tenant.replication_delay,
+            "sign_in_delay": tenant.sign_in_delay, "injected": counts,
             "arm_requests": [{"subscription": s, "kind": k, "count": n}
                              for (s, k), n in sorted(arm.items())]})
 
@@ -105,6 +118,31 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
             return JSONResponse({"error": err.message, "code": err.code}, status_code=err.status)
         return JSONResponse({"executed": done})
 
+    async def callers(request: Request) -> Response:
+        with tenant.lock:
+            tenant.catch_up_sign_ins()
+            listed = [c.as_json(tenant.caller_key_id(c))
+                      for c in tenant.external_callers.values()]
+        return JSONResponse({"callers": listed})
+
+    async def caller(request: Request) -> Response:
+        name = str(request.path_params["name"])
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
+            return JSONResponse({"error": 'send {"active": true|false}'}, status_code=400)
+        with tenant.lock:
+            found = tenant.external_callers.get(name)
+            if found is None:
+                return JSONResponse({"error": "no such external caller"}, status_code=404)
+            now = utcnow()
+            tenant.catch_up_sign_ins(now)  # what it did before it stopped stays made
+            found.set_active(body["active"], now)
+            shown = found.as_json(tenant.caller_key_id(found))
+        return JSONResponse(shown)
+
     return [
         Route("/_sites/{site}", health),
         Route("/_sites/{site}/{rest:path}", health),
@@ -113,6 +151,8 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
         Route("/_sim/faults", faults, methods=["GET", "POST"]),
         Route("/_sim/throttle/reset", throttle_reset, methods=["POST"]),
         Route("/_sim/sql", sql, methods=["POST"]),
+        Route("/_sim/callers", callers),
+        Route("/_sim/callers/{name}", caller, methods=["POST"]),
     ]
 
 
@@ -188,7 +228,7 @@ def state_json(tenant: Tenant) -> dict[str, Any]:
     """Everything the simulator holds, for assertions in tests. Password credentials appear
     with their hint, never their text (settings are shown as the cloud stores them)."""
     return {
-        "tenant": {"id": tenant.id, "domain": tenant.domain},
+        "tenant": {"id": tenant.id, "domain": tenant.domain, "licence": tenant.licence},
         "applications": [
             {"id": a.object_id, "appId": a.app_id, "displayName": a.display_name,
              "passwordCredentials": [{"keyId": p.key_id, "hint": p.hint,

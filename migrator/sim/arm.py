@@ -225,6 +225,10 @@ class Arm:
                                  f"{app.resource_group}/providers/Microsoft.Web/serverfarms/plan"),
                 "keyVaultReferenceIdentity": app.key_vault_reference_identity,
                 "httpsOnly": True, "reserved": "linux" in app.kind,
+                # Comma-separated, the current addresses first (Azure/azure-cli appservice
+                # recordings); a slot's are its site's (the same scale unit).
+                "outboundIpAddresses": ",".join(app.outbound_ips),
+                "possibleOutboundIpAddresses": ",".join(app.possible_outbound_ips),
                 "usageState": "Normal", "availabilityState": "Normal",
                 # GET site carries a siteConfig whose configuration fields are null, the
                 # health path among them (Azure/azure-cli appservice recording

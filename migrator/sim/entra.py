@@ -4,6 +4,10 @@ MSAL (inside azure-identity) discovers `/{tenant}/v2.0/.well-known/openid-config
 posts client credentials to `/{tenant}/oauth2/v2.0/token`; code in a site calls
 `$IDENTITY_ENDPOINT?resource=…&api-version=2019-08-01` with `X-IDENTITY-HEADER`. Both hand out
 tokens signed by the simulator, carrying the principal's object id and its Graph app roles.
+
+Sign-in logs: every client-credentials attempt, refused or not, is logged (Tenant.sign_ins)
+with the request's client address and the resource its `scope` names; every token the
+managed-identity endpoint hands out is logged as a managed-identity sign-in.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from migrator.sim.context import ARM_AUDIENCES, GRAPH_AUDIENCES, SimContext
+from migrator.sim.signins import resource_for_audience
 from migrator.sim.state import AutomationAccount, ServicePrincipal, SimError, Tenant, WebApp
 
 MI_API_VERSION = "2019-08-01"
@@ -124,7 +129,9 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
                     f"AADSTS500011: The resource principal named {resource} was not found in the "
                     f"tenant named {tenant.domain}."))
             with tenant.lock:
-                sp = tenant.check_client_secret(client_id, secret)
+                sp = tenant.check_client_secret(
+                    client_id, secret, ip=request.client.host if request.client else "",
+                    resource=resource_for_audience(resource))
                 access_token, _ = issue_for(ctx, sp, resource)
         except SimError as err:
             return _aad_error(err, tenant)
@@ -158,6 +165,11 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
                 return JSONResponse({"statusCode": err.status, "message": err.message},
                                     status_code=err.status)
             access_token, expires_on = issue_for(ctx, sp, resource)
+            # Entra sees the request from the resource's own outbound address.
+            ip = host.outbound_ips[0] if isinstance(host, WebApp) else (
+                request.client.host if request.client else "")
+            tenant.record_managed_identity_sign_in(
+                sp, ip=ip, resource=resource_for_audience(resource), host_id=host.id)
         return JSONResponse({
             "access_token": access_token, "expires_on": str(expires_on), "resource": resource,
             "token_type": "Bearer", "client_id": sp.app_id,

@@ -10,6 +10,7 @@ line, so an operator can fix a hand-written estate without reading a traceback.
 from __future__ import annotations
 
 import gc
+import ipaddress
 import re
 from collections.abc import Iterator
 from datetime import date
@@ -40,6 +41,8 @@ class TenantSpec(_Spec):
     # Graph's throttling quota depends on the tenant's size: S under 50 users, M up to 500,
     # L above. S, the smallest quota, unless the estate says otherwise.
     size: Literal["S", "M", "L"] = "S"
+    # The Entra ID licence: Graph serves sign-in logs only to a P1 or P2 tenant.
+    licence: Literal["free", "P1", "P2"] = "P2"
 
 
 class SecretSpec(_Spec):
@@ -239,6 +242,33 @@ class RoleDefinitionSpec(_Spec):
     assignable_scopes: list[str] = Field(min_length=1)
 
 
+# What an external caller may sign in to besides an estate API (a principal's name).
+CALLER_RESOURCES = ("graph", "arm", "keyvault", "storage", "sql")
+
+
+class ExternalCallerSpec(_Spec):
+    """Something outside App Service (a CI pipeline, a script on a VM) that signs in with a
+    principal's secret every `every` seconds from `ip`: what only Entra's sign-in logs reveal,
+    and what a migration that revokes the secret would break."""
+
+    name: str = Field(min_length=1)
+    principal: str
+    secret: int = Field(default=0, ge=0)  # index into the principal's `secrets`
+    ip: str
+    every: float = Field(default=300.0, gt=0)  # seconds between sign-ins
+    resource: str = "arm"  # graph | arm | keyvault | storage | sql | an estate API's name
+    active: bool = True
+    history_days: float = Field(default=0.0, ge=0, le=3650)  # sign-ins before the tenant began
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        try:
+            return str(ipaddress.ip_address(v.strip()))
+        except ValueError:
+            raise ValueError(f"ip {v!r} is not an IP address") from None
+
+
 class EstateSpec(_Spec):
     tenant: TenantSpec
     operator: str
@@ -246,6 +276,7 @@ class EstateSpec(_Spec):
     subscriptions: list[SubscriptionSpec] = []
     role_definitions: list[RoleDefinitionSpec] = []
     role_assignments: list[RoleAssignmentSpec] = []
+    external_callers: list[ExternalCallerSpec] = []
 
 
 # --- YAML with line numbers -------------------------------------------------------------------
@@ -613,6 +644,20 @@ def check_references(spec: EstateSpec) -> tuple[Loc, str] | None:
                 parse_condition(ra.condition)
             except ConditionError as exc:
                 return (*loc, "condition"), str(exc)
+    for ci, caller in enumerate(spec.external_callers):
+        loc = ("external_callers", ci)
+        if (problem := dup("external caller", caller.name, (*loc, "name"))):
+            return problem
+        if caller.principal not in names.principals:
+            return (*loc, "principal"), f"unknown principal {caller.principal!r}"
+        held = len(names.principals[caller.principal].secrets)
+        if caller.secret >= held:
+            return (*loc, "secret"), (
+                f"principal {caller.principal!r} has {held} secret(s): no secret {caller.secret}")
+        if caller.resource not in CALLER_RESOURCES and caller.resource not in names.principals:
+            return (*loc, "resource"), (
+                f"resource {caller.resource!r} is not one of {', '.join(CALLER_RESOURCES)} "
+                "or a principal of the estate")
     return None
 
 

@@ -147,7 +147,8 @@ class FaultConfig:
     def _apply(self, changes: dict[str, Any]) -> None:
         known = {"latency_ms", "jitter_ms", "throttle_scale", "graph_throttle_scale",
                  "retry_after", "seed", "rates", "rules"}
-        unknown = set(changes) - known - {"replication_delay"}
+        # the tenant's delays, which admin.py applies
+        unknown = set(changes) - known - {"replication_delay", "sign_in_delay"}
         if unknown:
             raise FaultError(f"unknown fault settings: {', '.join(sorted(unknown))}")
         for key in ("latency_ms", "jitter_ms", "throttle_scale", "retry_after"):
@@ -188,7 +189,7 @@ class FaultConfig:
 def graph_cost(method: str, path: str, query: str) -> tuple[int, int]:
     """(resource units, writes) a Graph request costs: the base cost of its path, less one
     for `$select` or a `$top` under 20, one more for `$expand`; never under 1."""
-    rest = path.removeprefix("/v1.0/").rstrip("/")
+    rest = path.removeprefix("/v1.0/").removeprefix("/beta/").rstrip("/")
     units = 1
     if method.upper() == "GET":
         units = next((c for rx, c in _GRAPH_COSTS if rx.match(rest)), 1)
@@ -245,8 +246,8 @@ class Throttle:
 
 
 def service_of(path: str) -> Service | None:
-    if path.startswith("/v1.0/") or path == "/v1.0":
-        return "graph"
+    if path.startswith(("/v1.0/", "/beta/")) or path in ("/v1.0", "/beta"):
+        return "graph"  # /beta serves what v1.0 lacks, such as auditLogs/signIns
     if path.startswith("/secrets/") or path == "/secrets":  # a vault's data plane (keyvault.py)
         return "keyvault"
     if path.startswith("/msi/"):

@@ -12,6 +12,12 @@ Rules kept from Graph: every request needs a Graph bearer token whose `roles` al
 text leaves the simulator only in the `addPassword` response (reads show the three-character
 `hint`); a managed identity still replicating (`Tenant.is_visible` false) does not exist yet;
 granting the same app role twice is refused.
+
+Sign-in logs: `GET /beta/auditLogs/signIns` (beta only, as in Graph) serves what Entra logged
+(sim/signins.py): newest first, `$top` up to 1,000 (also the default), `$skiptoken` paging, the
+`$filter` subset a revoke's evidence needs. It needs `AuditLog.Read.All` in the token and a P1 or
+P2 tenant (403 `Authentication_RequestFromNonPremiumTenantOrB2CTenant` otherwise), and shows an
+event only once `Tenant.sign_in_delay` seconds have passed since it happened.
 """
 
 from __future__ import annotations
@@ -33,6 +39,17 @@ from starlette.routing import BaseRoute, Route
 
 from migrator.sim.catalog import GRAPH_APP_ID
 from migrator.sim.context import SimContext, graph_error, request_id
+from migrator.sim.signins import DEFAULT_PAGE_SIZE as SIGN_IN_PAGE_SIZE
+from migrator.sim.signins import (
+    LICENCE_CODE,
+    LICENCE_MESSAGE,
+    FilterError,
+    SkipTokenError,
+    page_after,
+    skiptoken_after,
+)
+from migrator.sim.signins import MAX_PAGE_SIZE as SIGN_IN_MAX_PAGE_SIZE
+from migrator.sim.signins import parse_filter as parse_sign_in_filter
 from migrator.sim.state import (
     Application,
     AppRoleAssignment,
@@ -54,6 +71,11 @@ WRITE_ROLES = frozenset({"Application.ReadWrite.All", "Directory.ReadWrite.All"}
 # Graph documents app-role grants as "AppRoleAssignment.ReadWrite.All and Application.Read.All"
 # (or Directory.Read.All): the caller needs one of ASSIGN_ROLES *and* one of READ_ROLES.
 ASSIGN_ROLES = frozenset({"AppRoleAssignment.ReadWrite.All"})
+# Sign-in logs: "Application | AuditLog.Read.All" (learn.microsoft.com/graph/api/signin-list).
+AUDIT_ROLES = frozenset({"AuditLog.Read.All"})
+# The query options signIn lists take ("supports the $top, $skiptoken, and $filter OData
+# query parameters").
+SIGN_IN_OPTIONS = frozenset({"$top", "$skiptoken", "$filter"})
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 999
@@ -438,9 +460,32 @@ def _after_id(token: str) -> str:
     except (binascii.Error, UnicodeDecodeError):
         decoded = ""
     if not decoded.startswith("sim1:"):
-        raise bad_request("The specified page token value has expired and can no longer be "
-                          "included in your request.", "Directory_ExpiredPageToken")
+        raise expired_page_token()
     return decoded.removeprefix("sim1:")
+
+
+def expired_page_token() -> SimError:
+    return bad_request("The specified page token value has expired and can no longer be "
+                       "included in your request.", "Directory_ExpiredPageToken")
+
+
+def next_link(ctx: SimContext, request: Request, token: str) -> str:
+    """The request's own URL, absolute, with `$skiptoken` replaced by `token`."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "$skiptoken"]
+    params.append(("$skiptoken", token))
+    path = quote(request.url.path, safe="/()'=,$")
+    query = urlencode(params, safe="$'(),", quote_via=quote)
+    return f"{ctx.base_url}{path}?{query}"
+
+
+def sign_in_page_size(request: Request) -> int:
+    raw = request.query_params.get("$top")
+    if raw is None:
+        return SIGN_IN_PAGE_SIZE
+    if not raw.isdigit() or not 1 <= int(raw) <= SIGN_IN_MAX_PAGE_SIZE:
+        raise bad_request(f"Invalid page size specified: '{raw[:20]}'. Must be between 1 and "
+                          f"{SIGN_IN_MAX_PAGE_SIZE} inclusive.", "Request_BadRequest")
+    return int(raw)
 
 
 def _selected(request: Request, sample: Json | None, entity: Entity) -> list[str] | None:
@@ -502,11 +547,7 @@ def collection_response(ctx: SimContext, request: Request, items: list[Json], *,
     if request.query_params.get("$count", "").lower() == "true":
         body["@odata.count"] = len(items)
     if len(items_left) > size:
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "$skiptoken"]
-        params.append(("$skiptoken", _skiptoken(str(page[-1]["id"]))))
-        path = quote(request.url.path, safe="/()'=,$")
-        query = urlencode(params, safe="$'(),", quote_via=quote)
-        body["@odata.nextLink"] = f"{ctx.base_url}{path}?{query}"
+        body["@odata.nextLink"] = next_link(ctx, request, _skiptoken(str(page[-1]["id"])))
     projected = [_project(i, fields) for i in page]
     if expand is not None:  # navigation properties come with $expand whatever $select says
         projected = [expand(p | {"id": i["id"]}) for p, i in zip(projected, page, strict=True)]
@@ -763,6 +804,7 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
             match = next((p for p in app.passwords if p.key_id.lower() == key_id), None)
             if match is None:
                 raise bad_request(f"No password credential found with keyId {key_id}.")
+            tenant.catch_up_sign_ins()  # what callers did with it before it went
             app.passwords.remove(match)
         return Response(status_code=204)
 
@@ -823,6 +865,7 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
         with tenant.lock:
             sp = find_sp(tenant, request)
             if "accountEnabled" in changes:
+                tenant.catch_up_sign_ins()  # sign-ins before it changed keep their outcome
                 sp.account_enabled = bool(changes["accountEnabled"])
             if "displayName" in changes:
                 sp.display_name = str(changes["displayName"])
@@ -897,6 +940,52 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
                              {"GET": get_one, "DELETE": delete_one}))
         return out
 
+    # -- sign-in logs (beta)
+
+    def sign_ins_allowed(caller: Caller) -> None:
+        require(caller, AUDIT_ROLES)
+        if tenant.licence not in ("P1", "P2"):
+            raise SimError(403, LICENCE_CODE, LICENCE_MESSAGE)
+
+    async def list_sign_ins(request: Request, caller: Caller) -> Response:
+        sign_ins_allowed(caller)
+        unknown = sorted({k for k in request.query_params if k.startswith("$")}
+                         - SIGN_IN_OPTIONS)
+        if unknown:
+            raise bad_request(f"Query option '{unknown[0][:40]}' is not supported on "
+                              "auditLogs/signIns.", "Request_UnsupportedQuery")
+        text = request.query_params.get("$filter")
+        try:
+            predicate = parse_sign_in_filter(text) if text else None
+        except FilterError as exc:
+            raise bad_request(exc.message, exc.code) from None
+        size = sign_in_page_size(request)
+        with tenant.lock:
+            tenant.catch_up_sign_ins()
+            events = tenant.sign_ins.select(predicate, utcnow(), tenant.sign_in_delay)
+        try:
+            page, more = page_after(events, request.query_params.get("$skiptoken"), size)
+        except SkipTokenError:
+            raise expired_page_token() from None
+        body: Json = {"@odata.context": f"{ctx.base_url}/beta/$metadata#auditLogs/signIns"}
+        if more:
+            body["@odata.nextLink"] = next_link(ctx, request, skiptoken_after(page[-1]))
+        body["value"] = [e.as_graph() for e in page]
+        return GraphJSONResponse(body)
+
+    async def get_sign_in(request: Request, caller: Caller) -> Response:
+        sign_ins_allowed(caller)
+        wanted = str(request.path_params["id"]).lower()
+        with tenant.lock:
+            tenant.catch_up_sign_ins()
+            found = next((e for e in tenant.sign_ins.select(None, utcnow(),
+                                                            tenant.sign_in_delay)
+                          if e.id == wanted), None)
+        if found is None:
+            raise not_found(wanted)
+        body = {"@odata.context": f"{ctx.base_url}/beta/$metadata#auditLogs/signIns/$entity"}
+        return GraphJSONResponse(body | found.as_graph())
+
     async def unknown_segment(request: Request, caller: Caller) -> Response:
         segment = str(request.path_params["rest"]).split("/")[0].split("(")[0]
         raise bad_request(f"Resource not found for the segment '{segment}'.", "BadRequest")
@@ -920,4 +1009,7 @@ def routes(ctx: SimContext) -> list[BaseRoute]:
         *assignment_routes("appRoleAssignments", "principal"),
         *assignment_routes("appRoleAssignedTo", "resource"),
         route("/v1.0/{rest:path}", any_method),
+        route("/beta/auditLogs/signIns", {"GET": list_sign_ins}),
+        route("/beta/auditLogs/signIns/{id}", {"GET": get_sign_in}),
+        route("/beta/{rest:path}", any_method),
     ]

@@ -7,14 +7,30 @@ with `AZURE_CLIENT_ID` taken as a user-assigned client id); `client-secret` code
 client id and secret pair in its settings. Key Vault references resolve through the identity
 named by `keyVaultReferenceIdentity`; SQL connection strings honour `Authentication=`. The health
 route answers 200 only when every need of the app succeeds with the credential it resolved.
+
+Sign-in logs: each probe is a run of the app, which signs in as a real one does when it
+refreshes its tokens: one token request per resource its needs touch (Key Vault, ARM or
+Storage, Graph, an estate API; ARM when it has none), from the site's first outbound address
+(`WebApp.outbound_ips`), logged by Entra as service-principal sign-ins (with the keyId of the
+secret it used) or as managed-identity sign-ins.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from migrator.sim.estate import NeedSpec
 from migrator.sim.rbac import is_data_action
+from migrator.sim.signins import (
+    ARM_RESOURCE,
+    GRAPH_RESOURCE,
+    KEYVAULT_RESOURCE,
+    SQL_RESOURCE,
+    STORAGE_RESOURCE,
+)
 from migrator.sim.state import ServicePrincipal, SimError, Tenant, WebApp
 
 KV_REFERENCE = re.compile(r"^@Microsoft\.KeyVault\((?P<body>.*)\)\s*$", re.IGNORECASE)
@@ -23,6 +39,10 @@ SECRET_URI = re.compile(
     re.IGNORECASE,
 )
 TRIO = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
+
+Resource = tuple[str, str]  # (app id, display name) of what a token is for
+# A further token request with the credential an app resolved, for another resource.
+Again = Callable[[Resource], None]
 
 
 @dataclass(frozen=True)
@@ -143,11 +163,25 @@ class Runtime:
 
     # -- credentials
 
-    def sign_in_with_secret(self, client_id: str, secret: str) -> ServicePrincipal:
+    def sign_in_with_secret(self, client_id: str, secret: str, *, ip: str = "",
+                            resource: Resource | None = None) -> ServicePrincipal:
         try:
-            return self.t.check_client_secret(client_id, secret)
+            return self.t.check_client_secret(client_id, secret, ip=ip, resource=resource)
         except SimError as err:
             raise CredentialFailure(err.message.split(" Ensure")[0]) from None
+
+    def _again_with_secret(self, client_id: str, secret: str, ip: str) -> Again:
+        def again(resource: Resource) -> None:
+            # A refusal is logged as a failed sign-in; the need that wanted it fails alone.
+            with contextlib.suppress(SimError):
+                self.t.check_client_secret(client_id, secret, ip=ip, resource=resource)
+        return again
+
+    def _again_with_identity(self, app: WebApp, sp: ServicePrincipal, ip: str) -> Again:
+        def again(resource: Resource) -> None:
+            self.t.record_managed_identity_sign_in(sp, ip=ip, resource=resource,
+                                                   host_id=app.id)
+        return again
 
     def managed_identity(self, app: WebApp, client_id: str | None) -> ServicePrincipal:
         if client_id:
@@ -164,26 +198,35 @@ class Runtime:
                 f"ManagedIdentityCredential: {app.display} has no system-assigned identity")
         return self._visible(app.identity.system_principal_id)
 
-    def default_credential(self, settings: dict[str, str], app: WebApp
-                           ) -> tuple[ServicePrincipal, str]:
+    def default_credential(self, settings: dict[str, str], app: WebApp, *,
+                           resource: Resource = ARM_RESOURCE
+                           ) -> tuple[ServicePrincipal, str, Again]:
         """DefaultAzureCredential: EnvironmentCredential when the trio is complete (its failure
-        ends the chain), else ManagedIdentityCredential(client_id=AZURE_CLIENT_ID)."""
+        ends the chain), else ManagedIdentityCredential(client_id=AZURE_CLIENT_ID). Its first
+        token is for `resource`; `Again` asks for one more."""
+        ip = app.outbound_ips[0]
         if all(settings.get(k) for k in TRIO):
             tenant = settings["AZURE_TENANT_ID"].strip().lower()
             if tenant not in (self.t.id.lower(), self.t.domain.lower()):
                 raise CredentialFailure(
                     f"EnvironmentCredential: AADSTS90002: Tenant '{tenant}' not found")
-            sp = self.sign_in_with_secret(settings["AZURE_CLIENT_ID"],
-                                          settings["AZURE_CLIENT_SECRET"])
-            return sp, f"EnvironmentCredential (client secret of {sp.display_name})"
-        client_id = settings.get("AZURE_CLIENT_ID") or None
-        sp = self.managed_identity(app, client_id)
-        kind = "user-assigned" if client_id else "system-assigned"
-        return sp, f"ManagedIdentityCredential ({kind} {sp.display_name})"
+            client_id, secret = settings["AZURE_CLIENT_ID"], settings["AZURE_CLIENT_SECRET"]
+            sp = self.sign_in_with_secret(client_id, secret, ip=ip, resource=resource)
+            return (sp, f"EnvironmentCredential (client secret of {sp.display_name})",
+                    self._again_with_secret(client_id, secret, ip))
+        mi_client_id = settings.get("AZURE_CLIENT_ID") or None
+        sp = self.managed_identity(app, mi_client_id)
+        kind = "user-assigned" if mi_client_id else "system-assigned"
+        again = self._again_with_identity(app, sp, ip)
+        again(resource)
+        return sp, f"ManagedIdentityCredential ({kind} {sp.display_name})", again
 
-    def client_secret_code(self, settings: dict[str, str]) -> tuple[ServicePrincipal, str]:
+    def client_secret_code(self, settings: dict[str, str], app: WebApp, *,
+                           resource: Resource = ARM_RESOURCE
+                           ) -> tuple[ServicePrincipal, str, Again]:
         """Code hard-wired to ClientSecretCredential: it reads some `…ClientSecret` setting and
         the `…ClientId` beside it; without them it cannot start."""
+        ip = app.outbound_ips[0]
         for key, secret in sorted(settings.items()):
             m = re.match(r"^(?P<stem>.*?)(client_?secret|password)$", key, re.IGNORECASE)
             if m is None or not secret:
@@ -192,14 +235,47 @@ class Runtime:
             ids = [k for k in sorted(settings) if k.lower().startswith(stem)
                    and re.sub(r"[_:.]", "", k[len(stem):]).lower() in ("clientid", "appid")]
             if ids:
-                sp = self.sign_in_with_secret(settings[ids[0]], secret)
-                return sp, f"ClientSecretCredential in code (secret of {sp.display_name})"
+                client_id = settings[ids[0]]
+                sp = self.sign_in_with_secret(client_id, secret, ip=ip, resource=resource)
+                return (sp, f"ClientSecretCredential in code (secret of {sp.display_name})",
+                        self._again_with_secret(client_id, secret, ip))
         raise CredentialFailure("the code needs a client id and client secret in its settings")
 
-    def credential(self, app: WebApp, settings: dict[str, str]) -> tuple[ServicePrincipal, str]:
+    def credential(self, app: WebApp, settings: dict[str, str], *,
+                   resource: Resource = ARM_RESOURCE) -> tuple[ServicePrincipal, str, Again]:
+        """The credential the app's code resolves, its first token for `resource`."""
         if app.code == "client-secret":
-            return self.client_secret_code(settings)
-        return self.default_credential(settings, app)
+            return self.client_secret_code(settings, app, resource=resource)
+        return self.default_credential(settings, app, resource=resource)
+
+    def resources_of(self, app: WebApp) -> list[Resource]:
+        """What the app's own credential gets tokens for, in the order of its needs (ARM when
+        none does): its sign-ins at each probe."""
+        out: list[Resource] = []
+        for need in app.needs:
+            found = self._resource_of(need)
+            if found is not None and found not in out:
+                out.append(found)
+        return out or [ARM_RESOURCE]
+
+    def _resource_of(self, need: NeedSpec) -> Resource | None:
+        if need.key_vault_secret is not None:
+            return KEYVAULT_RESOURCE
+        if need.role_action is not None:
+            if is_data_action(need.role_action):
+                provider = need.role_action.split("/", 1)[0].lower()
+                if provider == "microsoft.storage":
+                    return STORAGE_RESOURCE
+                if provider == "microsoft.keyvault":
+                    return KEYVAULT_RESOURCE
+            return ARM_RESOURCE
+        if need.graph_app_role is not None:
+            return GRAPH_RESOURCE
+        if need.app_role is not None:
+            api = need.app_role.partition("/")[0]
+            sp = self.t.service_principals.get(self.t.names.get(api, ""))
+            return (sp.app_id, sp.display_name) if sp else None
+        return None  # sql signs in on its own (check_sql); settings are the platform's
 
     # -- needs
 
@@ -244,7 +320,8 @@ class Runtime:
         user = parts.get("user id") or parts.get("uid") or parts.get("user") or ""
         if auth in ("active directory service principal",):
             password = parts.get("password") or parts.get("pwd") or ""
-            sp = self.sign_in_with_secret(user, password)
+            sp = self.sign_in_with_secret(user, password, ip=app.outbound_ips[0],
+                                          resource=SQL_RESOURCE)
         elif auth in ("active directory managed identity", "active directory msi"):
             sp = self.managed_identity(app, user or None)
         elif auth == "active directory default":
@@ -263,10 +340,15 @@ class Runtime:
 
     def probe(self, app: WebApp) -> Health:
         settings = self.effective_settings(app)
+        resources = self.resources_of(app)
+        sp: ServicePrincipal | None
         try:
-            sp, description = self.credential(app, settings)
+            sp, description, again = self.credential(app, settings, resource=resources[0])
         except CredentialFailure as exc:
             sp, description = None, f"no credential: {exc}"
+        else:
+            for resource in resources[1:]:
+                again(resource)
         results: list[NeedResult] = []
         for need in app.needs:
             label, ok, detail = self._need(app, settings, need, sp)

@@ -106,6 +106,7 @@ class SimServer:
         self.tenant = tenant if tenant is not None else build_tenant(spec)
         self.tenant.replication_delay = delays.replication
         self.tenant.rbac_delay = delays.rbac
+        self.tenant.sign_in_delay = delays.sign_in_ingestion
         self.state_dir = state_dir
         self.port = port
         self.faults = faults if faults is not None else FaultConfig()

@@ -8,6 +8,9 @@ file gives the same tenant.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import ipaddress
 import threading
 import time
 import uuid
@@ -35,6 +38,14 @@ from migrator.sim.estate import (
     gc_paused,
 )
 from migrator.sim.rbac import BUILTIN_ROLES, ROLES_BY_NAME, RoleDefinition
+from migrator.sim.signins import (
+    ARM_RESOURCE,
+    NAMED_RESOURCES,
+    ExternalCaller,
+    SignInEvent,
+    SignInLog,
+    new_event,
+)
 
 
 def utcnow() -> datetime:
@@ -117,16 +128,21 @@ class Delays:
     10 minutes, up to 30 with Resource Manager's caching). `REALISTIC` is
     what `migrator sim serve` uses unless told otherwise; tests and the demo shorten them and
     say so, never to zero by accident.
+
+    Sign-ins reach Entra's logs (and Graph's `auditLogs/signIns`) minutes after they happen:
+    2 minutes at the 95th percentile, 5 at the 99th (sim/signins.py has the sources).
     """
 
     replication: float = 20.0
     rbac: float = 120.0
+    sign_in_ingestion: float = 180.0
 
 
 REALISTIC_DELAYS = Delays()
-SHORT_DELAYS = Delays(replication=0.5, rbac=2.0)  # for tests and the demo: seconds, not minutes
+# for tests and the demo: seconds, not minutes
+SHORT_DELAYS = Delays(replication=0.5, rbac=2.0, sign_in_ingestion=1.0)
 # Only for tests of other behaviour of the simulator itself, which pass it by name.
-NO_DELAYS = Delays(replication=0.0, rbac=0.0)
+NO_DELAYS = Delays(replication=0.0, rbac=0.0, sign_in_ingestion=0.0)
 
 
 @dataclass
@@ -331,6 +347,46 @@ class WebApp:
     def display(self) -> str:
         return f"{self.site_name}/{self.slot_name}" if self.slot_name else self.site_name
 
+    @property
+    def site_id(self) -> str:
+        """The production site's resource id (a slot's parent)."""
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.Web/sites/{self.site_name}")
+
+    @property
+    def outbound_ips(self) -> list[str]:
+        """`outboundIpAddresses`: where this app's outbound calls come from now (its scale
+        unit's; a slot shares its site's)."""
+        return outbound_addresses(self.site_id)[:OUTBOUND_COUNT]
+
+    @property
+    def possible_outbound_ips(self) -> list[str]:
+        """`possibleOutboundIpAddresses`: every address it may use, the current ones first."""
+        return outbound_addresses(self.site_id)
+
+
+# App Service reports a few current outbound addresses and a longer list of possible ones, the
+# current first (Azure/azure-cli appservice recordings, e.g. test_functionapp_assign_user_
+# identity: 5 of them and 7 possible; others give 5 and 10). The simulator's come from
+# 20.0.0.0/8, far from the documentation ranges (203.0.113.0/24, ...) test estates give their
+# external callers.
+OUTBOUND_COUNT = 5
+POSSIBLE_OUTBOUND_COUNT = 10
+
+
+def outbound_addresses(site_id: str) -> list[str]:
+    """A site's possible outbound IPv4 addresses, deterministic per site (sha256 of its
+    lower-cased resource id), distinct, the current ones first."""
+    out: list[str] = []
+    counter = 0
+    while len(out) < POSSIBLE_OUTBOUND_COUNT:
+        digest = hashlib.sha256(f"{site_id.lower()}#{counter}".encode()).digest()
+        counter += 1
+        address = f"20.{digest[0]}.{digest[1]}.{1 + digest[2] % 254}"
+        if address not in out:
+            out.append(address)
+    return out
+
 
 @dataclass
 class SqlDatabase:
@@ -409,7 +465,13 @@ class Tenant:
         self.operator = operator
         self.lock = threading.RLock()
         # When the tenant was built: the creation time of what the estate declares.
-        self.started = utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.started_at = utcnow()
+        self.started = self.started_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # Entra ID licence: free, P1 or P2; Graph serves sign-in logs only with P1 or P2.
+        self.licence = "P2"
+        # Every sign-in Entra logged (sim/signins.py), and who signs in from outside Azure.
+        self.sign_ins = SignInLog(self.lock)
+        self.external_callers: dict[str, ExternalCaller] = {}
         # Keyed by object id (assignment name for role assignments), indexed by app id or
         # principal id.
         self.applications: IndexedDict[Application] = IndexedDict(lambda a: a.app_id)
@@ -432,6 +494,7 @@ class Tenant:
         # How long Azure takes to make a change known (see Delays); set by SimServer.
         self.replication_delay = 0.0  # seconds a new managed identity stays unknown
         self.rbac_delay = 0.0  # seconds before a new role assignment reaches the data plane
+        self.sign_in_delay = 0.0  # seconds before a sign-in shows in Graph's sign-in logs
         self.graph_sp = self._add_graph()
 
     # -- construction
@@ -621,8 +684,24 @@ class Tenant:
 
     # -- credentials
 
-    def check_client_secret(self, app_id: str, secret: str) -> ServicePrincipal:
-        """Entra's client-credentials check; raises SimError with the AADSTS code Entra uses."""
+    def check_client_secret(self, app_id: str, secret: str, *, ip: str = "",
+                            resource: tuple[str, str] | None = None,
+                            at: datetime | None = None) -> ServicePrincipal:
+        """Entra's client-credentials check; raises SimError with the AADSTS code Entra uses.
+        Every attempt, refused or not, is logged as a service-principal sign-in from `ip` for
+        `resource` (app id, display name; ARM if not given) at `at` (now if not given)."""
+        when = at or utcnow()
+        try:
+            sp, key_id = self._client_secret_outcome(app_id, secret, when)
+        except SimError as err:
+            self._record_secret_sign_in(app_id, None, None, when, ip, resource, err)
+            raise
+        self._record_secret_sign_in(app_id, sp, key_id, when, ip, resource, None)
+        return sp
+
+    def _client_secret_outcome(self, app_id: str, secret: str, now: datetime
+                               ) -> tuple[ServicePrincipal, str]:
+        """(principal, keyId of the credential used), or SimError as Entra refuses."""
         app = self.app_by_app_id(app_id)
         sp = self.sp_by_app_id(app_id)
         if app is None or sp is None:
@@ -632,18 +711,76 @@ class Tenant:
         if not sp.account_enabled:
             raise SimError(400, "unauthorized_client", (
                 f"AADSTS7000112: Application '{app.app_id}'({app.display_name}) is disabled."))
-        now = utcnow()
         for cred in app.passwords:
             if cred.secret == secret:
                 if cred.end <= now or cred.start > now:
                     raise SimError(401, "invalid_client", (
                         "AADSTS7000222: The provided client secret keys for app "
                         f"'{app.app_id}' are expired."))
-                return sp
+                return sp, cred.key_id
         raise SimError(401, "invalid_client", (
             "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the "
             f"request is the client secret value, not the client secret ID, for a secret added "
             f"to app '{app.app_id}'."))
+
+    def _record_secret_sign_in(self, app_id: str, sp: ServicePrincipal | None,
+                               key_id: str | None, at: datetime, ip: str,
+                               resource: tuple[str, str] | None, err: SimError | None) -> None:
+        known = sp or self.sp_by_app_id(app_id)
+        rid, rname = resource or ARM_RESOURCE
+        code, reason = 0, None
+        if err is not None:  # the message names app ids only, never secret text
+            head = err.message.split(":", 1)[0]
+            digits = head.removeprefix("AADSTS")
+            code = int(digits) if head.startswith("AADSTS") and digits.isdigit() else 1
+            reason = err.message
+        self.sign_ins.append(new_event(
+            created=at, event_type="servicePrincipal", app_id=app_id.lower(),
+            app_display_name=known.display_name if known else "",
+            service_principal_id=known.object_id if known else "", ip_address=ip,
+            resource_id=rid, resource_display_name=rname, tenant_id=self.id,
+            key_id=key_id, error_code=code, failure_reason=reason))
+
+    def record_managed_identity_sign_in(self, sp: ServicePrincipal, *, ip: str,
+                                        resource: tuple[str, str],
+                                        host_id: str | None = None,
+                                        at: datetime | None = None) -> SignInEvent:
+        """A managed identity's token request, which Entra logs apart from service-principal
+        sign-ins (`signInEventTypes: ["managedIdentity"]`)."""
+        associated = host_id or (sp.alternative_names[-1] if sp.alternative_names else None)
+        user_assigned = "/userassignedidentities/" in (sp.alternative_names[-1].lower()
+                                                       if sp.alternative_names else "")
+        event = new_event(
+            created=at or utcnow(), event_type="managedIdentity", app_id=sp.app_id,
+            app_display_name=sp.display_name, service_principal_id=sp.object_id,
+            ip_address=ip, resource_id=resource[0], resource_display_name=resource[1],
+            tenant_id=self.id, msi_type="userAssigned" if user_assigned else "systemAssigned",
+            associated_resource_id=associated)
+        self.sign_ins.append(event)
+        return event
+
+    def catch_up_sign_ins(self, now: datetime | None = None) -> int:
+        """Make the sign-ins the external callers have made up to `now`, each judged by the
+        credentials as they are now: call it before a credential changes, and before the log
+        is read. Returns how many it made."""
+        when = now or utcnow()
+        made = 0
+        with self.lock:
+            for caller in self.external_callers.values():
+                for at in caller.due(when):
+                    # A refusal is logged as a failed sign-in, as Entra logs it.
+                    with contextlib.suppress(SimError):
+                        self.check_client_secret(caller.app_id, caller.secret, ip=caller.ip,
+                                                 resource=caller.resource, at=at)
+                    made += 1
+        return made
+
+    def caller_key_id(self, caller: ExternalCaller) -> str | None:
+        """The keyId of the credential a caller's copy of a secret is (None once removed)."""
+        app = self.app_by_app_id(caller.app_id)
+        found = next((p for p in app.passwords if p.secret == caller.secret), None) \
+            if app else None
+        return found.key_id if found else None
 
     def add_password(self, app: Application, display_name: str | None,
                      end: datetime | None) -> PasswordCredential:
@@ -674,6 +811,7 @@ def build_tenant(spec: EstateSpec) -> Tenant:
 def _build_tenant(spec: EstateSpec) -> Tenant:
     names = EstateNames(spec)
     tenant = Tenant(str(spec.tenant.id), spec.tenant.domain, spec.operator)
+    tenant.licence = spec.tenant.licence
     far = datetime(2099, 12, 31, tzinfo=timezone.utc)
     epoch = datetime(2024, 1, 1, tzinfo=timezone.utc)
     for p in spec.principals:
@@ -755,6 +893,18 @@ def _build_tenant(spec: EstateSpec) -> Tenant:
         tenant.role_assignments[name] = RoleAssignment(
             name, scope, definition.id, pid, condition=ra.condition,
             condition_version=(ra.condition_version or "2.0") if ra.condition else None)
+    for caller in spec.external_callers:
+        if caller.resource in NAMED_RESOURCES:
+            resource = NAMED_RESOURCES[caller.resource]
+        else:  # an estate API, named by its principal (check_references saw to it)
+            resource = (names.app_id(caller.resource), caller.resource)
+        tenant.external_callers[caller.name] = ExternalCaller(
+            name=caller.name, principal=caller.principal, app_id=names.app_id(caller.principal),
+            secret_index=caller.secret, ip=str(ipaddress.ip_address(caller.ip)),
+            every=caller.every, resource=resource, active=caller.active,
+            history_days=caller.history_days,
+            origin=tenant.started_at - timedelta(days=caller.history_days),
+            secret=names.secret_value(caller.principal, caller.secret))
     return tenant
 
 

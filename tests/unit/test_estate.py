@@ -171,3 +171,15 @@ def test_identity_forms() -> None:
                               f"          - name: web\n            identity: {identity}\n")
         tenant = build_tenant(parse_estate(estate))
         assert tenant.sites["web"].identity.type == expected, identity
+
+
+def test_licence_and_external_callers_are_optional_and_checked() -> None:
+    spec = parse_estate(BASE)
+    assert spec.tenant.licence == "P2" and spec.external_callers == []
+    with pytest.raises(EstateError, match=r"^<estate>: line 1, tenant\.licence: "):
+        parse_estate(BASE.replace("0001}", "0001, licence: E5}", 1))
+    with_caller = parse_estate(BASE + "external_callers:\n"
+                               "  - {name: ci, principal: app-sp, ip: 203.0.113.7}\n")
+    caller = with_caller.external_callers[0]
+    assert (caller.secret, caller.every, caller.resource, caller.active,
+            caller.history_days) == (0, 300.0, "arm", True, 0.0)
