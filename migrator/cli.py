@@ -114,6 +114,9 @@ def sim_serve(
     rbac_delay: Annotated[float, typer.Option(
         help="Seconds before a new role assignment reaches data-plane checks (the apps' "
              "needs, Key Vault references); minutes in Azure.")] = REALISTIC_DELAYS.rbac,
+    sign_in_delay: Annotated[float, typer.Option(
+        help="Seconds before a sign-in shows in Graph's sign-in logs (Entra's ingestion "
+             "latency).")] = REALISTIC_DELAYS.sign_in_ingestion,
     any_api_version: Annotated[bool, typer.Option(
         help="Accept ARM api-versions Azure has not published or the simulator has not been "
              "checked against (by default refused as ARM refuses them), e.g. to try an SDK "
@@ -139,7 +142,8 @@ def sim_serve(
         fail(str(exc))
     directory = state_dir or Path(tempfile.mkdtemp(prefix="migrator-sim-"))
     server = SimServer(spec, directory, port=port, faults=faults,
-                       delays=Delays(replication=replication_delay, rbac=rbac_delay),
+                       delays=Delays(replication=replication_delay, rbac=rbac_delay,
+                                     sign_in_ingestion=sign_in_delay),
                        any_api_version=any_api_version)
 
     def ready(endpoints: object) -> None:
@@ -177,6 +181,10 @@ def scan(
         "--resource-group", "-g", help="Only this resource group; repeatable.")] = None,
     output: Annotated[OutputFormat, typer.Option(help="table for people, json for machines.")
                       ] = OutputFormat.table,
+    sign_in_days: Annotated[int, typer.Option(
+        min=0, max=30, help="Days of Entra sign-in logs to read as evidence of who uses each "
+                            "secret (needs AuditLog.Read.All and a P1/P2 licence; 0: none).")
+    ] = 30,
     cloud: CloudOption = "AzureCloud",
     workers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent requests.")] = 16,
 ) -> None:
@@ -194,7 +202,8 @@ def scan(
         profile = load_profile(cloud)
         with _read_only_run("the scan"), ClientFactory(profile) as factory, scan_progress(
                 enabled=output is OutputFormat.table) as progress:
-            inventory = Scanner(factory, workers=workers, progress=progress).run(
+            inventory = Scanner(factory, workers=workers, progress=progress,
+                                sign_in_days=sign_in_days).run(
                 ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
     except CloudError as exc:
         fail(str(exc))
@@ -254,6 +263,10 @@ def plan(
              "stay unknown; repeatable. A value that matches no gap is refused.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing plan of that name.")
                          ] = False,
+    sign_in_days: Annotated[int, typer.Option(
+        min=0, max=30, help="Days of Entra sign-in logs to read as evidence of who uses each "
+                            "secret (needs AuditLog.Read.All and a P1/P2 licence; 0: none).")
+    ] = 30,
     cloud: CloudOption = "AzureCloud",
     workers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent requests.")] = 16,
 ) -> None:
@@ -278,7 +291,8 @@ def plan(
         profile = load_profile(cloud)
         with _read_only_run("the scan for the plan"), ClientFactory(profile) as factory:
             with scan_progress(enabled=True) as progress:
-                inventory = Scanner(factory, workers=workers, progress=progress).run(
+                inventory = Scanner(factory, workers=workers, progress=progress,
+                                    sign_in_days=sign_in_days).run(
                     ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
             if unmatched := unmatched_accepts(inventory, accept_gap or ()):
                 gaps = ", ".join(g.scope for g in inventory.gaps) or "none"
@@ -362,13 +376,13 @@ class StageChoice(str, enum.Enum):
     all = "all"
 
 
-def _parse_duration(text: str) -> timedelta:
+def _parse_duration(text: str, option: str = "--soak") -> timedelta:
     from migrator.execute.engine import parse_duration
 
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 @contextlib.contextmanager
@@ -459,7 +473,11 @@ def apply(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
                    ] = False,
     soak: Annotated[str, typer.Option(
-        help="How long after the swap the revoke waits (e.g. 24h, 30m, 0).")] = "24h",
+        help="How long after the swap the revoke waits (e.g. 24h, 30m, 0); with sign-in "
+             "evidence, also how long the old secret must have been unused.")] = "24h",
+    sign_in_delay: Annotated[str, typer.Option(
+        help="How late Entra's sign-in logs may arrive: a revoke judged on them waits this "
+             "long after the swap (e.g. 15m).")] = "15m",
     confirm_sql: Annotated[bool, typer.Option(
         help="The T-SQL the plan asked for has been run by an operator.")] = False,
     health_timeout: Annotated[float | None, typer.Option(
@@ -492,7 +510,8 @@ def apply(
     wanted = STAGES if stage is StageChoice.all else STAGES[:STAGES.index(Stage(stage.value)) + 1]
     options = ApplyOptions(apps=tuple(app_name or ()), stages=wanted,
                            soak=_parse_duration(soak), confirm_sql=confirm_sql,
-                           health_timeout=health_timeout, rbac_propagation=rbac_propagation)
+                           health_timeout=health_timeout, rbac_propagation=rbac_propagation,
+                           sign_in_delay=_parse_duration(sign_in_delay, "--sign-in-delay"))
     with _engine(plan_file, cloud, _events(out)) as engine:
         if cleanup:
             if not yes:
@@ -528,8 +547,10 @@ def status(
 
     with _engine(plan_file, cloud, lambda _: None, readonly=True) as engine:
         progress = engine.status()
+        used = engine.old_secret_use()
     table = Table(title=f"Plan {markup(plan_file.name)}", highlight=False)
-    for column in ("app", "reached", "identity", "grant", "swap", "revoke", "next"):
+    columns = ("app", "reached", "identity", "grant", "swap", "revoke", "next")
+    for column in columns + (("old secret last used",) if used else ()):
         table.add_column(column)
     for p in progress:
         cells = {s.stage: s for s in p.stages}
@@ -537,7 +558,7 @@ def status(
             (f"{cells[st].state} {cells[st].at:%Y-%m-%d %H:%M}" if cells[st].at else
              cells[st].state) + (f"\n{markup(cells[st].message)}" if cells[st].message else "")
             if st in cells else "-" for st in ("identity", "grant", "swap", "revoke")),
-            markup(p.next))
+            markup(p.next), *((markup(used.get(p.app, "-")),) if used else ()))
     # made per run: it reads the terminal's width (COLUMNS) when built
     Console(emoji=False).print(table)
 

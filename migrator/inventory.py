@@ -123,6 +123,50 @@ class ScanStats:
 
 
 @dataclass(frozen=True)
+class AddressUse:
+    """Sign-ins from one address, and which scanned apps may make calls from it."""
+
+    ip: str
+    sign_ins: int
+    last: str  # ISO time
+    apps: tuple[str, ...]  # scanned apps with this outbound address; empty: none of them
+
+
+@dataclass(frozen=True)
+class CredentialSignIns:
+    """What the sign-in logs say of one credential (a principal's password, by keyId)."""
+
+    app_id: str
+    key_id: str
+    sign_ins: int
+    failures: int
+    last: str | None  # ISO time of the newest sign-in; None: none in the window
+    addresses: tuple[AddressUse, ...]
+    resources: tuple[str, ...]  # names of what it signed in to, most used first
+    resource_ids: tuple[str, ...]
+
+    @property
+    def outside(self) -> tuple[AddressUse, ...]:
+        """Addresses that no scanned app makes calls from: someone else has the secret."""
+        return tuple(a for a in self.addresses if not a.apps)
+
+
+@dataclass(frozen=True)
+class SignInEvidence:
+    """The sign-in logs over the scan's lookback window, or why they could not be read."""
+
+    source: Literal["graph", "none"]
+    since: str  # ISO time: the start of the window
+    until: str  # ISO time the logs were read at
+    unavailable: str | None  # why there is no evidence (source "none")
+    credentials: tuple[CredentialSignIns, ...] = ()
+
+    def of(self, app_id: str, key_id: str) -> CredentialSignIns | None:
+        return next((c for c in self.credentials if c.app_id == app_id.lower()
+                     and c.key_id == key_id.lower()), None)
+
+
+@dataclass(frozen=True)
 class Inventory:
     tenant_id: str | None
     scanned_at: str
@@ -133,6 +177,7 @@ class Inventory:
     stats: ScanStats
     settings_salt: str = ""  # hex; the salt of every AppInventory.settings_fingerprint
     vault_access: tuple[VaultWriteAccess, ...] = ()  # vaults that apps' references read
+    sign_ins: SignInEvidence | None = None  # None: not read (lookback 0)
 
     @property
     def complete(self) -> bool:

@@ -118,19 +118,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--plan-prefix", default="nightly")
     parser.add_argument("--subscription", action="append", default=[])
     parser.add_argument("--soak", default="24h", help="e.g. 24h, 30m, 0")
+    parser.add_argument("--sign-in-delay", default="15m",
+                        help="how late Entra's sign-in logs may arrive, e.g. 15m")
+    parser.add_argument("--sign-in-days", type=int, default=30, choices=range(0, 31),
+                        metavar="0-30", help="days of sign-in logs the plan reads")
     parser.add_argument("--health-timeout", type=float, default=None)
     parser.add_argument("--cloud", default=os.environ.get("MIGRATOR_CLOUD_PROFILE",
                                                           "AzureCloud"))
     return parser.parse_args(argv)
 
 
-def parse_soak(text: str) -> timedelta:
+def parse_soak(text: str, option: str = "--soak") -> timedelta:
     from migrator.execute.engine import parse_duration
 
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise RunbookError(f"--soak {exc}") from None
+        raise RunbookError(f"{option} {exc}") from None
 
 
 # --- the session ---------------------------------------------------------------------------
@@ -212,7 +216,8 @@ def run_plan(s: Session, args: argparse.Namespace, log: Any,
                 log.info("plan exists", plan=name)
                 return EXIT_OK
             log.info("scan started", subscriptions=args.subscription or "all readable")
-            inventory = Scanner(s.factory).run(ScanScope(tuple(args.subscription)))
+            inventory = Scanner(s.factory, sign_in_days=args.sign_in_days).run(
+                ScanScope(tuple(args.subscription)))
             plan, unchecked = with_operator_rights(s.factory, build_plan(
                 inventory, PlanOptions(name=name, tool_version=__version__)))
             if unchecked:
@@ -267,6 +272,7 @@ def run_advance(s: Session, args: argparse.Namespace, log: Any) -> int:
                            "container")
     plan: Plan = parse_plan(plan_text, f"plans/{approvals.plan}.json")
     soak = parse_soak(args.soak)
+    sign_in_delay = parse_soak(args.sign_in_delay, "--sign-in-delay")
 
     def event(e: EngineEvent) -> None:
         if e.kind in ("stage", "step-done", "undone", "note"):
@@ -305,7 +311,8 @@ def run_advance(s: Session, args: argparse.Namespace, log: Any) -> int:
                         outcome = engine.apply(ApplyOptions(
                             apps=(app,), stages=STAGES[:STAGES.index(due) + 1],
                             soak=soak, confirm_sql=app in approvals.confirm_sql,
-                            health_timeout=args.health_timeout))[0]
+                            health_timeout=args.health_timeout,
+                            sign_in_delay=sign_in_delay))[0]
                     except MissingRights as exc:  # nothing of this app changed; on to the next
                         failed = True
                         log.error("refused", app=app, stage=due.value,

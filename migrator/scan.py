@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal, TypeVar
 
 from migrator import calllog
@@ -38,6 +38,7 @@ from migrator.cloud.records import (
     VaultRecord,
 )
 from migrator.cloud.rights import RightsAdapter
+from migrator.cloud.signins import SignInReader, SignInRecord, SignInsUnavailable
 from migrator.cloud.web import WebAdapter
 from migrator.cloud.whoami import signed_in
 from migrator.detect import Note, detect, settings_fingerprint
@@ -50,13 +51,16 @@ from migrator.detect.findings import (
 from migrator.detect.values import guid
 from migrator.inventory import (
     UNREAD_PRINCIPAL,
+    AddressUse,
     AppInventory,
     CredentialMatch,
+    CredentialSignIns,
     Gap,
     Inventory,
     PrincipalInventory,
     RoleGrant,
     ScanStats,
+    SignInEvidence,
     Usage,
     VaultGrant,
     VaultWriteAccess,
@@ -65,6 +69,7 @@ from migrator.scheduling import FairPool
 
 T = TypeVar("T")
 DEFAULT_WORKERS = 16
+DEFAULT_SIGN_IN_DAYS = 30  # the lookback of the sign-in evidence
 
 
 SET_SECRET_ACTION = "Microsoft.KeyVault/vaults/secrets/setSecret/action"
@@ -169,8 +174,10 @@ class Scanner:
     all could be read (sign-in failure); everything else becomes a Gap."""
 
     def __init__(self, factory: ClientFactory, *, workers: int = DEFAULT_WORKERS,
-                 progress: Progress = lambda _: None, salt: bytes | None = None) -> None:
+                 progress: Progress = lambda _: None, salt: bytes | None = None,
+                 sign_in_days: int = DEFAULT_SIGN_IN_DAYS) -> None:
         self.factory = factory
+        self.sign_in_days = sign_in_days
         self.web = WebAdapter(factory)
         self.rights = RightsAdapter(factory)
         self.graph = GraphAdapter(factory)
@@ -311,6 +318,7 @@ class Scanner:
         apps = tuple(sorted(state.apps, key=lambda a: (a.site.subscription_id,
                                                        a.site.id.lower())))
         vault_access = self._vault_access(apps)
+        sign_ins = self._sign_ins(principals, apps)
         for gap in state.gaps:
             calllog.event("gap", "warning", scope=gap.scope, operation=gap.operation,
                           status=gap.status, code=gap.code, message=gap.message)
@@ -321,6 +329,7 @@ class Scanner:
             subscriptions=tuple(subscriptions), apps=apps, principals=principals,
             gaps=tuple(sorted(state.gaps, key=lambda g: (g.scope, g.operation))),
             settings_salt=self.settings_salt.hex(), vault_access=vault_access,
+            sign_ins=sign_ins,
             stats=ScanStats(
                 seconds=round(time.monotonic() - began, 3),
                 sites=sum(1 for a in apps if a.site.slot is None),
@@ -329,6 +338,27 @@ class Scanner:
                 pacing_wait_seconds=round(self.factory.pacer.waited(), 3),
             ),
         )
+
+    def _sign_ins(self, principals: tuple[PrincipalInventory, ...],
+                  apps: tuple[AppInventory, ...]) -> SignInEvidence | None:
+        """The sign-in logs of every principal an app signs in as, over the lookback window:
+        who else uses each credential. Logs that cannot be read are no gap in the inventory
+        (nothing the plan copies is missing), but the evidence says why it is absent, and the
+        revokes then wait for the soak timer alone."""
+        if self.sign_in_days <= 0:
+            return None
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        since = now - timedelta(days=self.sign_in_days)
+        window = (since.isoformat(), now.isoformat())
+        found = [p for p in principals if p.principal is not None]
+        if not found:
+            return SignInEvidence("graph", *window, None)
+        try:
+            records = SignInReader(self.graph).read([p.app_id for p in found], since)
+        except (SignInsUnavailable, AzureCallError) as exc:
+            calllog.event("sign-ins", "warning", message=str(exc))
+            return SignInEvidence("none", *window, str(exc))
+        return SignInEvidence("graph", *window, None, credential_sign_ins(found, apps, records))
 
     def _vault_access(self, apps: tuple[AppInventory, ...]) -> tuple[VaultWriteAccess, ...]:
         """For each vault an app's outbound secret is referenced from: may the operator write
@@ -468,6 +498,45 @@ class Scanner:
             for p in v.access_policies if p.object_id == record.object_id.lower())
         return PrincipalInventory(app_id, record, roles, policies, record.app_role_grants,
                                   usages)
+
+
+def credential_sign_ins(principals: Iterable[PrincipalInventory],
+                        apps: Iterable[AppInventory],
+                        records: Iterable[SignInRecord]) -> tuple[CredentialSignIns, ...]:
+    """Per credential of these principals: its sign-ins, from where, to what. Every password
+    credential gets an entry, so one with no sign-in in the window says so (a candidate to
+    remove, whether or not an app holds it). An address is attributed to the scanned apps
+    that may call out from it (their outbound addresses)."""
+    callers: dict[str, set[str]] = {}
+    for app in apps:
+        for ip in app.site.outbound_ips:
+            callers.setdefault(ip, set()).add(app.site.display)
+    by_key: dict[tuple[str, str], list[SignInRecord]] = {}
+    for record in records:
+        if record.key_id:
+            by_key.setdefault((record.app_id, record.key_id), []).append(record)
+    keys = {(p.app_id.lower(), c.key_id.lower()) for p in principals if p.principal
+            for c in p.principal.password_credentials}
+    out = []
+    for app_id, key_id in sorted(keys | set(by_key)):
+        events = sorted(by_key.get((app_id, key_id), []), key=lambda r: r.created)
+        ok = [e for e in events if e.succeeded]
+        ips: dict[str, list[SignInRecord]] = {}
+        resources: dict[str, list[SignInRecord]] = {}
+        for event in ok:
+            ips.setdefault(event.ip, []).append(event)
+            resources.setdefault(event.resource_id, []).append(event)
+        ranked = sorted(resources.items(), key=lambda kv: (-len(kv[1]), kv[1][0].resource_name))
+        out.append(CredentialSignIns(
+            app_id=app_id, key_id=key_id, sign_ins=len(ok), failures=len(events) - len(ok),
+            last=ok[-1].created.isoformat() if ok else None,
+            addresses=tuple(
+                AddressUse(ip, len(uses), uses[-1].created.isoformat(),
+                           tuple(sorted(callers.get(ip, ()))))
+                for ip, uses in sorted(ips.items(), key=lambda kv: (-len(kv[1]), kv[0]))),
+            resources=tuple(uses[0].resource_name for _, uses in ranked),
+            resource_ids=tuple(rid for rid, _ in ranked)))
+    return tuple(out)
 
 
 def vault_write_access(vault: VaultRecord, operator: str | None,

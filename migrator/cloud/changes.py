@@ -19,6 +19,7 @@ import ssl
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -77,6 +78,7 @@ from migrator.cloud.records import (
     VaultRecord,
 )
 from migrator.cloud.rights import RightsAdapter, _guid, _permissions
+from migrator.cloud.signins import SignInReader, SignInRecord
 from migrator.cloud.web import (
     _identity,
     _site,
@@ -235,6 +237,10 @@ class CloudChanges:
         self.factory = factory
         self._graph = GraphAdapter(factory)
 
+    def sign_ins(self, app_ids: Iterable[str], since: datetime) -> list[SignInRecord]:
+        """The service-principal sign-ins of these principals since `since` (cloud/signins)."""
+        return SignInReader(self._graph).read(app_ids, since)
+
     def signed_in_tenant(self) -> str | None:
         """The tenant the operator's ARM token was issued by, or None when it does not say."""
         from migrator.cloud.whoami import signed_in
@@ -256,11 +262,11 @@ class CloudChanges:
         """Object ids (lowercase) of an application's owners: who may manage its credentials
         with only Application.ReadWrite.OwnedBy. Owners are few; every page is read."""
         what = f"read the owners of application {application_object_id}"
-        page = self._graph._run(what, lambda g: g.applications.by_application_id(
+        page = self._graph.run(what, lambda g: g.applications.by_application_id(
             application_object_id).owners.get())
         owners = {str(o.id).lower() for o in (page.value or []) if o.id}
         while page.odata_next_link:
-            page = self._graph._run(what, functools.partial(
+            page = self._graph.run(what, functools.partial(
                 _next_owners, application_object_id, str(page.odata_next_link)))
             owners |= {str(o.id).lower() for o in (page.value or []) if o.id}
         return frozenset(owners)
@@ -652,7 +658,7 @@ class CloudChanges:
                                  resource_id=uuid.UUID(resource_id),
                                  app_role_id=uuid.UUID(app_role_id))
         try:
-            made = self._graph._run(what, lambda g: g.service_principals.by_service_principal_id(
+            made = self._graph.run(what, lambda g: g.service_principals.by_service_principal_id(
                 principal_id).app_role_assignments.post(body))
         except AzureCallError as exc:
             text = str(exc).lower()
@@ -668,7 +674,7 @@ class CloudChanges:
     def remove_app_role_assignment(self, principal_id: str, assignment_id: str) -> None:
         """Withdraw one app-role assignment; one already gone is fine."""
         try:
-            self._graph._run(
+            self._graph.run(
                 f"remove app role assignment {assignment_id} of {principal_id}",
                 lambda g: g.service_principals.by_service_principal_id(principal_id)
                 .app_role_assignments.by_app_role_assignment_id(assignment_id).delete())
@@ -683,7 +689,7 @@ class CloudChanges:
         """An application's password credentials (hint and key id, never text)."""
         query = ApplicationItemRequestBuilder.ApplicationItemRequestBuilderGetQueryParameters(
             select=["id", "passwordCredentials"])
-        app = self._graph._run(
+        app = self._graph.run(
             f"read password credentials of application {application_object_id}",
             lambda g: g.applications.by_application_id(application_object_id).get(
                 RequestConfiguration(query_parameters=query)))
@@ -696,7 +702,7 @@ class CloudChanges:
         what = f"add password to application {application_object_id}"
         body = AddPasswordPostRequestBody(
             password_credential=PasswordCredential(display_name=display_name))
-        made = self._graph._run(what, lambda g: g.applications.by_application_id(
+        made = self._graph.run(what, lambda g: g.applications.by_application_id(
             application_object_id).add_password.post(body))
         text = getattr(made, "secret_text", None)
         if made is None or not text:
@@ -727,7 +733,7 @@ class CloudChanges:
         fine, so a resumed revoke does not fail on its own earlier success."""
         body = RemovePasswordPostRequestBody(key_id=uuid.UUID(key_id))
         try:
-            self._graph._run(
+            self._graph.run(
                 f"remove password {key_id} of application {application_object_id}",
                 lambda g: g.applications.by_application_id(
                     application_object_id).remove_password.post(body))
@@ -746,7 +752,7 @@ class CloudChanges:
         """A service principal (and its application, if this tenant holds it) by object id:
         how a step re-reads a managed identity or the old principal; None if there is none."""
         try:
-            sp = self._graph._run(f"look up service principal {object_id}",
+            sp = self._graph.run(f"look up service principal {object_id}",
                                   lambda g: g.service_principals.by_service_principal_id(
                                       object_id).get())
         except AzureCallError as exc:
@@ -757,7 +763,7 @@ class CloudChanges:
         if sp.service_principal_type != "ManagedIdentity":  # no application object to find
             app_id = str(sp.app_id)
             try:
-                app = self._graph._run(f"look up application {app_id}",
+                app = self._graph.run(f"look up application {app_id}",
                                        lambda g: g.applications_with_app_id(app_id).get())
             except AzureCallError as exc:
                 if exc.status != 404:

@@ -105,7 +105,7 @@ class GraphAdapter:
         self._resources: dict[str, tuple[str, str | None, dict[str, str]]] = {}
         self._lock = threading.Lock()
 
-    def _run(self, what: str, build: Callable[[GraphServiceClient], Awaitable[Any]]) -> Any:
+    def run(self, what: str, build: Callable[[GraphServiceClient], Awaitable[Any]]) -> Any:
         from azure.core.exceptions import ClientAuthenticationError
 
         try:
@@ -142,14 +142,14 @@ class GraphAdapter:
     def principal(self, app_id: str) -> PrincipalRecord | None:
         """The service principal and application of an app id; None if there is none."""
         try:
-            sp = self._run(f"look up service principal {app_id}",
+            sp = self.run(f"look up service principal {app_id}",
                            lambda g: g.service_principals_with_app_id(app_id).get())
         except AzureCallError as exc:
             if exc.status == 404:
                 return None
             raise
         try:
-            app = self._run(f"look up application {app_id}",
+            app = self.run(f"look up application {app_id}",
                             lambda g: g.applications_with_app_id(app_id).get())
         except AzureCallError as exc:
             if exc.status != 404:
@@ -175,10 +175,10 @@ class GraphAdapter:
                 for app_id, sp in sps.items()}
 
     def _all(self, what: str, kind: str, flt: str) -> list[dict[str, Any]]:
-        page = json.loads(self._run(what, functools.partial(_list_request, kind=kind, flt=flt)))
+        page = json.loads(self.run(what, functools.partial(_list_request, kind=kind, flt=flt)))
         items = list(page.get("value") or [])
         while page.get("@odata.nextLink"):
-            page = json.loads(self._run(what, functools.partial(
+            page = json.loads(self.run(what, functools.partial(
                 _list_request, kind=kind, link=page["@odata.nextLink"])))
             items += list(page.get("value") or [])
         return items
@@ -230,11 +230,11 @@ class GraphAdapter:
 
     def _grants(self, object_id: str) -> tuple[AppRoleGrantRecord, ...]:
         what = f"list app role assignments of {object_id}"
-        page = json.loads(self._run(what, functools.partial(_assignments_request,
+        page = json.loads(self.run(what, functools.partial(_assignments_request,
                                                             object_id=object_id)))
         items = list(page.get("value") or [])
         while page.get("@odata.nextLink"):
-            page = json.loads(self._run(what, functools.partial(
+            page = json.loads(self.run(what, functools.partial(
                 _assignments_request, object_id=object_id, link=page["@odata.nextLink"])))
             items += list(page.get("value") or [])
         return self._grants_from([
@@ -259,7 +259,7 @@ class GraphAdapter:
         with self._lock:
             if object_id in self._resources:
                 return self._resources[object_id]
-        sp = self._run(f"look up resource principal {object_id}",
+        sp = self.run(f"look up resource principal {object_id}",
                        lambda g: g.service_principals.by_service_principal_id(object_id).get())
         roles = {str(r.id): str(r.value) for r in (sp.app_roles or [])}
         found = (str(sp.display_name), str(sp.app_id) if sp.app_id else None, roles)

@@ -45,6 +45,9 @@ class SiteRecord:
     identity: IdentityRecord
     key_vault_reference_identity: str | None
     location: str = ""  # where a user-assigned identity for it would be created
+    # Every address its outbound calls may come from (`outboundIpAddresses` and
+    # `possibleOutboundIpAddresses`): a sign-in from one of them may be this app's.
+    outbound_ips: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:

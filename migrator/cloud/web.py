@@ -160,7 +160,18 @@ def _site(subscription_id: str, site: object, slot_of: str | None = None) -> Sit
         identity=_identity(getattr(site, "identity", None)),
         key_vault_reference_identity=getattr(site, "key_vault_reference_identity", None),
         location=str(getattr(site, "location", "") or ""),
+        outbound_ips=_addresses(site),
     )
+
+
+def _addresses(site: object) -> tuple[str, ...]:
+    """The site's outbound addresses, current and possible, in Azure's order, once each."""
+    found: dict[str, None] = {}
+    for field in ("outbound_ip_addresses", "possible_outbound_ip_addresses"):
+        for ip in str(getattr(site, field, "") or "").split(","):
+            if ip.strip():
+                found.setdefault(ip.strip(), None)
+    return tuple(found)
 
 
 class SiteLike(Protocol):

@@ -74,6 +74,7 @@ T = TypeVar("T")
 DEFAULT_SOAK = timedelta(hours=24)
 DEFAULT_RBAC_PROPAGATION = 600.0  # seconds; Azure documents up to 10 minutes (AZURE-FACTS)
 TRANSIENT_ATTEMPTS = 8
+DEFAULT_SIGN_IN_DELAY = timedelta(minutes=15)
 _DONE = (StepState.DONE, StepState.CONFIRMED)
 _FAILURES = (CloudError, StepError, RewriteError, StashError)
 
@@ -122,6 +123,10 @@ class ApplyOptions:
     # documents up to 10 minutes): the health check after a swap waits at least this long
     # after the app's last new role assignment before it calls the swap a failure.
     rbac_propagation: float = DEFAULT_RBAC_PROPAGATION
+    # Entra's sign-in logs arrive minutes late (Microsoft: typically 2-5 minutes, up to 15 or
+    # more): a revoke judged on the logs waits this long after the swap, and a sign-in counts
+    # as quiet only this long after it would have shown.
+    sign_in_delay: timedelta = DEFAULT_SIGN_IN_DELAY
 
 
 Outcome = Literal["done", "refused", "failed", "rolled-back", "waiting"]
@@ -324,12 +329,6 @@ class Engine:
         if plan_stage.held:
             return "waiting", f"{app.name}: {stage.value} is held: {plan_stage.held[0]}"
         if stage is Stage.REVOKE:
-            swapped = self._done_at(app, Stage.SWAP, last)
-            if swapped is not None and self.now() - swapped < options.soak:
-                left = options.soak - (self.now() - swapped)
-                return "waiting", (f"{app.name}: revoke waits for the soak period "
-                                   f"({_duration(options.soak)} after the swap): "
-                                   f"{_duration(left)} left (--soak to change it)")
             for step in plan_stage.steps:
                 if isinstance(step.params, RemovePasswordCredential):
                     for other in step.params.also_used_by:
@@ -338,6 +337,15 @@ class Engine:
                                                                      last):
                             return "waiting", (f"{app.name}: revoke waits until {other}, which "
                                                "holds the same credential, is swapped too")
+            gate = self._sign_in_gate(app, plan_stage, options, last)
+            if gate is not None:
+                return gate
+            swapped = self._done_at(app, Stage.SWAP, last)
+            if swapped is not None and self.now() - swapped < options.soak:
+                left = options.soak - (self.now() - swapped)
+                return "waiting", (f"{app.name}: revoke waits for the soak period "
+                                   f"({_duration(options.soak)} after the swap): "
+                                   f"{_duration(left)} left (--soak to change it)")
         if stage is not Stage.IDENTITY:
             stale = self._patient(lambda: self._stale_identity(app))
             if stale is not None:
@@ -347,6 +355,67 @@ class Engine:
             return "refused", (f"{app.name}: its settings changed since the plan was made "
                                "(fingerprint mismatch); make a new plan")
         return None
+
+    def _sign_in_gate(self, app: AppPlan, stage: StagePlan, options: ApplyOptions,
+                      last: dict[str, JournalEntry]) -> tuple[Outcome, str] | None:
+        """The revoke's evidence: nothing may have signed in with the credential since the last
+        app holding it was swapped, or not for a soak period (plus the logs' ingestion delay)
+        since; a sign-in seen refuses the revoke at once, naming its address, time and
+        resource. Read afresh each time; unreadable logs hold the revoke (the plan was made
+        with them, so it does not go ahead blind), and with none seen it waits until the logs
+        cover the time since the swap. Without evidence in the plan the soak timer alone
+        decides, as the plan says."""
+        evidence = self.plan.sign_ins
+        removals = [s.params for s in stage.steps
+                    if isinstance(s.params, RemovePasswordCredential)]
+        if evidence is None or evidence.source != "graph" or not removals:
+            return None
+        holders = [app] + [a for p in removals for n in p.also_used_by
+                           if (a := self._apps.get(n)) is not None]
+        swaps = [t for h in holders if (t := self._done_at(h, Stage.SWAP, last)) is not None]
+        if not swaps:
+            return None  # swapped before this journal knew (the order check says)
+        swapped, now = max(swaps), self.now()
+        try:
+            records = self._patient(lambda: self.cloud.sign_ins(
+                {p.app_id for p in removals}, swapped))
+        except CloudError as exc:
+            return "waiting", (f"{app.name}: revoke waits: the sign-in logs cannot be read "
+                               f"now ({exc}), and the plan was made with them")
+        for p in removals:
+            # After the swap was done and verified: the app signs in as its identity by then.
+            after = [r for r in records if r.succeeded and r.app_id == p.app_id.lower()
+                     and r.key_id == p.key_id.lower() and r.created > swapped]
+            if not after:
+                continue
+            newest = max(after, key=lambda r: r.created)
+            if now - newest.created >= options.soak + options.sign_in_delay:
+                continue
+            whose = [h.name for h in holders if newest.ip in self._outbound(h)]
+            source = (f"an address of {', '.join(whose)}" if whose
+                      else "an address none of the apps holding it calls out from")
+            return "refused", (
+                f"{app.name}: revoke refused: credential {p.key_id} ({p.hint or 'no hint'}…) "
+                f"signed in {len(after)} time{'s' if len(after) != 1 else ''} since the swap, "
+                f"last at {newest.created.isoformat(timespec='seconds')} from {newest.ip} "
+                f"({source}) to {newest.resource_name}: something still uses it, and removing "
+                "it would break that; nothing was removed. Stop that use; the revoke goes "
+                f"ahead once nothing has signed in with it for {_duration(options.soak)} "
+                "(--soak)")
+        covered = swapped + options.sign_in_delay
+        if now < covered:
+            return "waiting", (
+                f"{app.name}: revoke waits until the sign-in logs cover the time since the swap "
+                f"(they arrive up to {_duration(options.sign_in_delay)} late): "
+                f"{_duration(covered - now)} left (--sign-in-delay to change it)")
+        return None
+
+    def _outbound(self, app: AppPlan) -> tuple[str, ...]:
+        """The app's outbound addresses as Azure gives them now (none when unreadable)."""
+        try:
+            return self.cloud.site(app.site_id).record.outbound_ips
+        except CloudError:
+            return ()
 
     def _stale_identity(self, app: AppPlan) -> str | None:
         """Why the user-assigned identity the identity stage gave the app no longer works, or
@@ -824,6 +893,33 @@ class Engine:
     def status(self) -> list[AppProgress]:
         last = self._last()
         return [self._progress(app, last) for app in self.plan.apps]
+
+    def old_secret_use(self, now: datetime | None = None) -> dict[str, str]:
+        """Per migratable app: the last sign-in with the credential its revoke removes, over
+        the plan's lookback window, as one line; empty when the plan has no evidence."""
+        evidence = self.plan.sign_ins
+        if evidence is None or evidence.source != "graph":
+            return {}
+        removals = {a.name: [s.params for st in a.stages for s in st.steps
+                             if isinstance(s.params, RemovePasswordCredential)]
+                    for a in self.plan.apps if a.status is AppStatus.MIGRATABLE}
+        wanted = {p.app_id for ps in removals.values() for p in ps}
+        if not wanted:
+            return {}
+        since = (now or self.now()) - timedelta(days=30)
+        try:
+            records = self._patient(lambda: self.cloud.sign_ins(wanted, since))
+        except CloudError as exc:
+            return dict.fromkeys(removals, f"sign-in logs unreadable: {exc}")
+        out = {}
+        for name, params in removals.items():
+            keys = {(p.app_id.lower(), p.key_id.lower()) for p in params}
+            used = [r for r in records if r.succeeded and (r.app_id, r.key_id) in keys]
+            newest = max(used, key=lambda r: r.created) if used else None
+            out[name] = ("no sign-in in 30 days" if newest is None else
+                         f"{newest.created:%Y-%m-%d %H:%M} from {newest.ip} to "
+                         f"{newest.resource_name}")
+        return out
 
     def _progress(self, app: AppPlan, last: dict[str, JournalEntry]) -> AppProgress:
         if app.status is not AppStatus.MIGRATABLE:

@@ -432,6 +432,52 @@ class OperatorRights(_Model):
         (), description="What could not be checked up front, and why.")
 
 
+class AddressEvidence(_Model):
+    ip: str
+    sign_ins: int
+    last: str
+    apps: tuple[str, ...] = Field(
+        description="Apps that call out from this address (their outbound addresses); empty: "
+                    "none of the scanned apps, so someone else holds the secret.")
+
+
+class CredentialUse(_Model):
+    """What the sign-in logs say of one credential over the lookback window."""
+
+    app_id: str
+    principal_name: str
+    key_id: str
+    hint: str | None
+    held_by: tuple[str, ...] = Field(description="Apps of the plan that hold this credential.")
+    sign_ins: int
+    failures: int
+    last: str | None = Field(description="Newest sign-in; none in the window when empty.")
+    addresses: tuple[AddressEvidence, ...] = ()
+    resources: tuple[str, ...] = Field((), description="What it signed in to, most used first.")
+    uncovered: tuple[str, ...] = Field(
+        (), description="Resources it signed in to that the rights the plan copies do not "
+                        "cover: the identity will not reach them.")
+
+    @property
+    def outside(self) -> tuple[AddressEvidence, ...]:
+        return tuple(a for a in self.addresses if not a.apps)
+
+
+class SignInEvidencePlan(_Model):
+    """The service-principal sign-in logs the plan was made with, or why there were none."""
+
+    source: Literal["graph", "none"] = Field(
+        description="Where the evidence came from; `none`: revokes wait for the soak only.")
+    since: str
+    until: str
+    unavailable: str | None = Field(None, description="Why the logs could not be read.")
+    credentials: tuple[CredentialUse, ...] = ()
+
+    def of(self, app_id: str, key_id: str) -> CredentialUse | None:
+        return next((c for c in self.credentials if c.app_id == app_id.lower()
+                     and c.key_id == key_id.lower()), None)
+
+
 class Plan(_Model):
     schema_version: Literal["1"] = SCHEMA_VERSION
     name: str
@@ -448,14 +494,18 @@ class Plan(_Model):
     operator_rights: OperatorRights | None = Field(
         None, description="Permissions the operator lacks for the plan's steps; none when "
                           "not checked.")
+    sign_ins: SignInEvidencePlan | None = Field(
+        None, description="Sign-in evidence for the revokes; none when not read.")
     digest: str = ""
 
     @model_serializer(mode="wrap")
     def _without_unchecked_rights(self, handler: SerializerFunctionWrapHandler
                                   ) -> dict[str, Any]:
-        """Left out when not checked, so that plans made before the check keep their
-        digests."""
+        """Left out when not checked (or not read), so that plans made before the check keep
+        their digests."""
         data: dict[str, Any] = handler(self)
         if self.operator_rights is None:
             data.pop("operator_rights", None)
+        if self.sign_ins is None:
+            data.pop("sign_ins", None)
         return data

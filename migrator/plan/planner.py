@@ -34,6 +34,7 @@ from migrator.inventory import (
     RoleGrant,
     Usage,
 )
+from migrator.plan.evidence import evidence_plan
 from migrator.plan.integrity import seal
 from migrator.plan.model import (
     IDENTITY_CLIENT_ID,
@@ -362,6 +363,7 @@ class _Planner:
             identities=tuple(identities[k] for k in sorted(identities)),
             principals=principal_plans,
             apps=tuple(app_plans),
+            sign_ins=evidence_plan(self.inv, app_plans),
         )
         return seal(plan)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from migrator.plan import evidence
 from migrator.plan.model import (
     BLOCKED_TITLES,
     STAGES,
@@ -354,7 +355,7 @@ def app_sections(plan: Plan) -> tuple[AppSection, ...]:
             credentials=tuple(CredentialLine(c.principal_name, c.key_id, c.hint,
                                              c.display_name, c.expires)
                               for c in app.credentials),
-            decisions=app.decisions,
+            decisions=app.decisions + evidence_decisions(plan, app),
             stages=tuple(stage_view(s) for s in app.stages),
             irreversible=sum(1 for st in app.stages for s in st.steps if not s.undo.reversible),
             digest=app.digest))
@@ -442,9 +443,17 @@ class HeldStage:
 
 def held_stages(plan: Plan) -> tuple[HeldStage, ...]:
     """Every stage that waits on something outside its app, in one list, so a reviewer sees
-    what this plan will not finish on its own."""
-    out = [HeldStage(app.name, s.stage.value, s.held, cleanup=False)
-           for app in plan.apps for s in app.stages if s.held]
+    what this plan will not finish on its own: a hold of the plan's, or sign-in evidence of
+    someone else using the secret the revoke removes."""
+    out = []
+    for app in plan.apps:
+        for s in app.stages:
+            reasons = s.held
+            if s.stage is Stage.REVOKE:
+                reasons += tuple(line for use in evidence.for_app(plan.sign_ins, app)
+                                 if (line := evidence.outside_line(use)))
+            if reasons:
+                out.append(HeldStage(app.name, s.stage.value, reasons, cleanup=False))
     out += [HeldStage(f"principal {p.name}", "cleanup", p.cleanup.held, cleanup=True)
             for p in plan.principals if p.cleanup.held]
     return tuple(out)
@@ -546,6 +555,43 @@ class Fact:
     is_id: bool = False
 
 
+def sign_in_fact(plan: Plan) -> str:
+    """What decides the revokes: the sign-in logs, or the soak timer alone (and why)."""
+    found = plan.sign_ins
+    if found is None:
+        return "not read: revokes wait for the soak period only"
+    if found.source == "none":
+        return (f"unavailable ({found.unavailable}): revokes wait for the soak period only, "
+                "with no evidence of other users of a secret")
+    used = sum(1 for c in found.credentials if c.sign_ins)
+    outside = sum(1 for c in found.credentials if c.outside)
+    return (f"Entra sign-in logs from {found.since} to {found.until}: "
+            f"{plural(len(found.credentials), 'credential')} read, {used} signed in, "
+            f"{outside} used from outside the scanned apps; apply reads them again before "
+            "each revoke")
+
+
+def evidence_decisions(plan: Plan, app: AppPlan) -> tuple[Decision, ...]:
+    """The sign-in evidence of the app's credentials, as lines of its section."""
+    out = []
+    for use in evidence.for_app(plan.sign_ins, app):
+        if use.sign_ins == 0:
+            seen = "no sign-in in the window"
+        else:
+            where = ", ".join(f"{a.ip} ({', '.join(a.apps) if a.apps else 'outside'})"
+                              for a in use.addresses[:5])
+            seen = (f"{plural(use.sign_ins, 'sign-in')}, last {use.last}, from {where}"
+                    f"{' and more' if len(use.addresses) > 5 else ''}"
+                    f"{' to ' + ', '.join(use.resources[:3]) if use.resources else ''}")
+        held = evidence.outside_line(use)
+        out.append(Decision(topic="sign-in evidence", choice=(
+            "revoke held" if held else "in use by its apps only" if use.sign_ins else
+            "unused"), reason=f"credential {use.key_id}: {seen}"))
+        if (warning := evidence.uncovered_line(use)) is not None:
+            out.append(Decision(topic="grant", choice="warning", reason=warning))
+    return tuple(out)
+
+
 def plan_facts(plan: Plan) -> tuple[Fact, ...]:
     """Where the plan comes from, for the report's header."""
     return (
@@ -555,5 +601,6 @@ def plan_facts(plan: Plan) -> tuple[Fact, ...]:
         Fact("Tenant", plan.tenant_id or "unknown", is_id=plan.tenant_id is not None),
         Fact("Scan", "complete" if plan.scan_complete else
              f"incomplete: {plural(len(plan.gaps), 'gap')}"),
+        Fact("Sign-in evidence", sign_in_fact(plan)),
         Fact("Plan digest", plan.digest or "not sealed", is_id=bool(plan.digest)),
     )

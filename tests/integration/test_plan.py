@@ -391,6 +391,8 @@ def _normalise(text: str, plan: Plan) -> str:
     text = re.sub(r"sha256:[0-9a-f]{64}", "sha256:<digest>", text)
     text = re.sub(r'("settings_(?:fingerprint|salt)": )"[0-9a-f]+"', r'\1"<salted>"', text)
     text = re.sub(r"https://127\.0\.0\.1:\d+/", "https://127.0.0.1:<port>/", text)
+    # the sign-in logs' window ends when the scan read them
+    text = re.sub(r'("(?:since|until)": )"[^"]+"', r'\1"<scan time>"', text)
     return text
 
 

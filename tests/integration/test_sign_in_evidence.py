@@ -1,0 +1,204 @@
+"""Sign-in evidence before the irreversible step, end to end through the real SDKs: the plan
+names a secret that a release pipeline outside App Service also uses, `apply` refuses its
+revoke while the pipeline signs in with it and lets it through once the pipeline has been quiet
+for the soak period; a tenant without a premium licence falls back to the soak timer and says
+so. The simulator's Entra records every sign-in (the apps' own on each health probe, and the
+pipeline's every second) and serves them late, as Entra does."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from migrator.cloud.changes import CloudChanges
+from migrator.execute.engine import ApplyOptions, AppOutcome, Engine
+from migrator.execute.journal import SqliteJournal
+from migrator.execute.stash import FileStash
+from migrator.plan import Plan, PlanOptions, build_plan
+from migrator.plan.model import STAGES, Stage
+from migrator.report import plan_markdown
+from migrator.report.plan_view import held_stages, sign_in_fact
+from migrator.scan import Scanner
+from migrator.sim.state import SHORT_DELAYS
+
+if TYPE_CHECKING:
+    from conftest import Sim
+
+ESTATE = Path(__file__).parents[1] / "fixtures" / "signins_estate.yaml"
+PIPELINE_IP = "203.0.113.7"
+DELAY = timedelta(seconds=SHORT_DELAYS.sign_in_ingestion + 1)  # the logs' lag, with margin
+
+
+@pytest.fixture(autouse=True)
+def stash_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIGRATOR_STASH_KEY_FILE", str(tmp_path / "keys" / "stash.key"))
+
+
+@pytest.fixture
+def estate_path() -> Path:
+    return ESTATE
+
+
+def probe(sim: Sim, *apps: str) -> None:
+    """The apps answer their health checks, signing in as a running app does, and the logs
+    take their delay to show it."""
+    with sim.http() as http:
+        for app in apps:
+            assert http.get(f"/_sites/{app}/healthz").status_code == 200
+    time.sleep(SHORT_DELAYS.sign_in_ingestion + 0.5)
+
+
+class Run:
+    def __init__(self, sim: Sim, tmp_path: Path) -> None:
+        self.sim = sim
+        self.secrets = frozenset(self.tenant_secrets())
+        inventory = Scanner(sim.factory(), workers=4).run()
+        self.plan: Plan = build_plan(inventory, PlanOptions(name="evidence", tool_version="t"))
+        self.journal = SqliteJournal(tmp_path / "evidence.journal.sqlite")
+        self.engine = Engine(self.plan, self.journal,
+                             FileStash(tmp_path / "evidence.stash", tmp_path / "keys" / "stash.key"),
+                             CloudChanges(sim.factory()),
+                             sleep=lambda s: time.sleep(min(s, 0.2)))
+        self.shown: list[str] = []
+
+    def tenant_secrets(self) -> list[str]:
+        with self.sim.tenant.lock:
+            return [p.secret for a in self.sim.tenant.applications.values() for p in a.passwords]
+
+    def key_ids(self, principal: str) -> set[str]:
+        app = self.sim.tenant.app_by_app_id(self.sim.client_id(principal))
+        assert app is not None
+        return {p.key_id for p in app.passwords}
+
+    def apply(self, app: str, *, stages: tuple[Stage, ...] = STAGES,
+              soak: timedelta = timedelta(0)) -> AppOutcome:
+        options = ApplyOptions(apps=(app,), stages=stages, soak=soak, health_timeout=20,
+                               rbac_propagation=10, replication_timeout=30, sign_in_delay=DELAY)
+        [outcome] = self.engine.apply(options)
+        self.shown += [outcome.message, *outcome.notes]
+        return outcome
+
+    def apply_until(self, app: str, settled: Callable[[AppOutcome], bool], *,
+                    soak: timedelta, within: float = 30.0) -> AppOutcome:
+        """Apply the revoke again and again (as an operator or the runbook would) until its
+        outcome is no longer the wait for the logs or the soak: bounded in time."""
+        deadline = time.monotonic() + within
+        while True:
+            outcome = self.apply(app, soak=soak)
+            if settled(outcome) or time.monotonic() > deadline:
+                return outcome
+            time.sleep(0.5)
+
+    def assert_no_secret(self, *texts: str) -> None:
+        shown = "\n".join([*texts, *self.shown])
+        for secret in self.secrets:
+            assert secret not in shown, f"a secret (hint {secret[:3]}) was shown"
+
+
+@pytest.fixture
+def run(sim: Sim, tmp_path: Path) -> Iterator[Run]:
+    probe(sim, "web-a", "web-b", "solo-api")
+    r = Run(sim, tmp_path)
+    try:
+        yield r
+    finally:
+        r.journal.close()
+
+
+def test_the_plan_holds_the_revoke_of_a_secret_a_pipeline_also_uses(run: Run) -> None:
+    evidence = run.plan.sign_ins
+    assert evidence is not None and evidence.source == "graph", evidence
+    shared = run.sim.client_id("shared-sp").lower()
+    [use] = [u for u in evidence.credentials if u.app_id == shared]
+    assert use.held_by == ("web-a", "web-b")
+    assert [a.ip for a in use.outside] == [PIPELINE_IP]
+    # the apps' own sign-ins are theirs: attributed by the sites' outbound addresses
+    assert {app for a in use.addresses for app in a.apps} == {"web-a", "web-b"}
+    held = {h.owner: h.reasons for h in held_stages(run.plan) if not h.cleanup}
+    assert set(held) == {"web-a", "web-b"}
+    assert PIPELINE_IP in held["web-a"][0]
+    solo = run.sim.client_id("solo-sp").lower()
+    solo_uses = {u.key_id: u for u in evidence.credentials if u.app_id == solo}
+    assert len(solo_uses) == 2  # the spare credential too, unused
+    assert sorted(u.sign_ins > 0 for u in solo_uses.values()) == [False, True]
+    assert all(not u.outside for u in solo_uses.values())
+    report = plan_markdown.render(run.plan)
+    assert PIPELINE_IP in report and "used outside the scanned apps" in report
+    run.assert_no_secret(report, run.plan.model_dump_json())
+
+
+def test_a_revoke_is_refused_while_the_pipeline_signs_in_and_goes_through_once_it_stops(
+        run: Run) -> None:
+    soak = timedelta(seconds=4)
+    shared_keys = run.key_ids("shared-sp")
+    for app in ("web-a", "web-b"):
+        assert run.apply(app, stages=STAGES[:3]).outcome == "done"
+    refused = run.apply_until("web-a", lambda o: o.outcome != "waiting", soak=soak)
+    assert refused.outcome == "refused", refused.message
+    assert PIPELINE_IP in refused.message
+    assert "none of the apps holding it" in refused.message
+    assert run.key_ids("shared-sp") == shared_keys  # nothing removed
+    with run.sim.http() as http:
+        assert http.post("/_sim/callers/release-pipeline",
+                         json={"active": False}).status_code == 200
+    done = run.apply_until("web-a", lambda o: o.outcome not in ("waiting", "refused"),
+                           soak=soak, within=soak.total_seconds() + 20)
+    assert done.outcome == "done", done.message
+    assert len(run.key_ids("shared-sp")) == len(shared_keys) - 1
+    run.assert_no_secret()
+
+
+def test_the_apps_own_sign_ins_before_the_swap_do_not_hold_its_revoke(run: Run) -> None:
+    before = run.key_ids("solo-sp")
+    first = run.apply("solo-api")
+    assert first.outcome == "waiting" and "sign-in logs" in first.message, first.message
+    done = run.apply_until("solo-api", lambda o: o.outcome != "waiting", soak=timedelta(0))
+    assert done.outcome == "done", done.message
+    assert len(run.key_ids("solo-sp")) == len(before) - 1
+    assert run.engine.old_secret_use()["solo-api"] != "no sign-in in 30 days"
+
+
+def test_without_a_licence_the_revoke_waits_for_the_timer_alone_and_the_plan_says_so(
+        start_sim: Callable[[Path], Sim], tmp_path: Path) -> None:
+    free = tmp_path / "free.yaml"
+    free.write_text(ESTATE.read_text().replace("licence: P2", "licence: free"))
+    sim = start_sim(free)
+    probe(sim, "solo-api")
+    run = Run(sim, tmp_path)
+    try:
+        evidence = run.plan.sign_ins
+        assert evidence is not None and evidence.source == "none"
+        assert "P1 or P2 licence" in (evidence.unavailable or "")
+        fact = sign_in_fact(run.plan)
+        assert "soak period only" in fact
+        assert "Sign-in evidence" in plan_markdown.render(run.plan)
+        assert not [h for h in held_stages(run.plan) if not h.cleanup]  # the timer decides
+        before = run.key_ids("solo-sp")
+        assert run.apply("solo-api").outcome == "done"  # soak 0: no wait for any log
+        assert len(run.key_ids("solo-sp")) == len(before) - 1
+        assert run.engine.old_secret_use() == {}
+    finally:
+        run.journal.close()
+
+
+def test_an_operator_who_may_not_read_the_logs_is_told_why(
+        start_sim: Callable[[Path], Sim], tmp_path: Path) -> None:
+    blind = tmp_path / "blind.yaml"
+    blind.write_text(ESTATE.read_text().replace(",\n                      AuditLog.Read.All]", "]"))
+    sim = start_sim(blind)
+    inventory = Scanner(sim.factory(), workers=2).run()
+    assert inventory.complete  # nothing the plan copies is missing: not a gap
+    assert inventory.sign_ins is not None and inventory.sign_ins.source == "none"
+    assert "AuditLog.Read.All" in (inventory.sign_ins.unavailable or "")
+    off = Scanner(sim.factory(), workers=2, sign_in_days=0).run()
+    assert off.sign_ins is None
+    plan = build_plan(off, PlanOptions(name="off", tool_version="t"))
+    assert "not read" in sign_in_fact(plan)
+    assert "sign_ins" not in plan.model_dump(mode="json")  # old plans keep their digests
+    assert dataclasses.replace(off, sign_ins=None) == off
