@@ -5,13 +5,15 @@ against Azure (only the cloud profile differs). It shows what the operator can s
 and slot, its identity, the names of its settings, the simulator's independent verdict on its
 health), then the scan: every service-principal secret, the principal behind it and what that
 principal may do; then the plan of the migration, written to `plans/` with its report; then
-it migrates one app end to end and shows it healthy, and swaps another and rolls it back.
+it migrates one app end to end and shows it healthy, swaps another and rolls it back, and
+migrates a third whose secret a release pipeline also uses: the sign-in logs refuse its revoke.
 """
 
 from __future__ import annotations
 
 import ssl
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -115,6 +117,10 @@ def run_demo(estate: Path | None = None, *, plan_name: str = "demo",
 
 DEMO_MIGRATE = "inventory-api"  # one principal, one app: migrated end to end
 DEMO_ROLLBACK = "billing-api"  # swapped to its shared identity, then rolled back
+DEMO_HELD = "catalog-api"  # its secret is also a release pipeline's: the revoke is refused
+# The soak the demo gives the held revoke: long enough that the pipeline, signing in every few
+# seconds, is never quiet for it while the demo runs.
+DEMO_HELD_SOAK = timedelta(minutes=1)
 
 
 def _migrate(plan: Plan, factory: ClientFactory, sim: httpx.Client, state_dir: Path,
@@ -124,6 +130,8 @@ def _migrate(plan: Plan, factory: ClientFactory, sim: httpx.Client, state_dir: P
     names = {a.name for a in plan.apps}
     if not {DEMO_MIGRATE, DEMO_ROLLBACK} <= names:
         return ()
+    from migrator.sim.state import SHORT_DELAYS
+
 
     def health(app: str) -> tuple[bool, str]:
         site, _, slot = app.partition("/")
@@ -134,16 +142,34 @@ def _migrate(plan: Plan, factory: ClientFactory, sim: httpx.Client, state_dir: P
     journal = SqliteJournal(state_dir / "demo.journal.sqlite")
     stash = FileStash(state_dir / "demo.stash", state_dir / "keys" / "stash.key")
     engine = Engine(plan, journal, stash, CloudChanges(factory))
+    # The simulator's sign-in logs lag as Entra's do, shortened like its other delays.
+    lag = timedelta(seconds=SHORT_DELAYS.sign_in_ingestion + 1)
+
+    def until_judged(app: str, soak: timedelta) -> AppOutcome:
+        """Apply all stages; while the revoke waits for the logs to cover the swap, wait as
+        an operator would, and apply again (bounded)."""
+        options = ApplyOptions(apps=(app,), soak=soak, health_timeout=30, sign_in_delay=lag)
+        outcome = engine.apply(options)[0]
+        for _ in range(10):
+            if outcome.outcome != "waiting" or "sign-in logs" not in outcome.message:
+                break
+            time.sleep(lag.total_seconds() / 2)
+            outcome = engine.apply(options)[0]
+        return outcome
+
     acts = []
     script: list[tuple[str, str, Callable[[], AppOutcome]]] = [
         ("migrate: identity, grant, swap, revoke (soak shortened for the demo)", DEMO_MIGRATE,
-         lambda: engine.apply(ApplyOptions(apps=(DEMO_MIGRATE,), soak=timedelta(0),
-                                           health_timeout=30))[0]),
+         lambda: until_judged(DEMO_MIGRATE, timedelta(0))),
         ("migrate up to the swap", DEMO_ROLLBACK,
          lambda: engine.apply(ApplyOptions(apps=(DEMO_ROLLBACK,), stages=STAGES[:3],
                                            health_timeout=30))[0]),
         ("roll back completely", DEMO_ROLLBACK, lambda: engine.rollback(DEMO_ROLLBACK)),
+        ("migrate; the revoke is judged on the sign-in logs", DEMO_HELD,
+         lambda: until_judged(DEMO_HELD, DEMO_HELD_SOAK)),
     ]
+    if DEMO_HELD not in names:
+        script.pop()
     try:
         for title, app, run in script:
             progress(f"{title}: {app}")

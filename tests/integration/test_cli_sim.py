@@ -141,7 +141,7 @@ def test_generate_refuses_impossible_arguments() -> None:
     assert "shared principals need at least" in result.output
 
 
-def test_demo_migrates_one_sample_app_and_rolls_another_back(tmp_path: Path) -> None:
+def test_demo_migrates_one_sample_app_rolls_another_back_and_holds_a_revoke(tmp_path: Path) -> None:
     """The bundled sample, with secrets this test knows, so it can look for them."""
     from migrator.demo import sample_estate
 
@@ -159,7 +159,11 @@ def test_demo_migrates_one_sample_app_and_rolls_another_back(tmp_path: Path) -> 
     acts = result.output.split("Carrying out part of the plan", 1)[1]
     assert "inventory-api" in acts and "done (stages done: identity, grant, swap, revoke)" in acts
     assert "rolled-back (stages done: none)" in acts
-    assert acts.count("healthy → healthy") == 3
+    assert acts.count("healthy → healthy") == 4
+    # the release pipeline signs in with catalog-api's secret: the logs refuse its revoke
+    catalog = acts.split("catalog-api", 1)[1]
+    assert "refused (stages done: identity, grant, swap)" in catalog
+    assert "203.0.113.7" in catalog and "nothing was removed" in catalog
     assert "ManagedIdentityCredential (system-assigned inventory-api)" in acts
     assert "EnvironmentCredential (client secret of billing-sp)" in acts  # back on its secret
     for secret in secrets:
