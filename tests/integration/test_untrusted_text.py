@@ -128,6 +128,37 @@ def test_every_plan_renderer_shows_hostile_text_literally(base_plan: Plan, name:
     assert "<script" not in page.lower().replace("&lt;script", "")
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resource=names, address=names)
+def test_sign_in_evidence_shows_hostile_resources_and_addresses_literally(
+        base_plan: Plan, resource: str, address: str) -> None:
+    # A resource's display name is chosen by whoever registered it, and the logs' address
+    # field is Entra's text: the evidence lines, the held revoke and the grant warning show
+    # both as they are.
+    from migrator.plan.model import AddressEvidence, CredentialUse, SignInEvidencePlan
+
+    app = next(a for a in base_plan.apps if a.credentials)
+    cred = app.credentials[0]
+    use = CredentialUse(app_id=cred.app_id.lower(), principal_name=cred.principal_name,
+                        key_id=cred.key_id.lower(), hint=cred.hint, held_by=(app.name,),
+                        sign_ins=3, failures=0, last="2026-12-01T08:00:00+00:00",
+                        addresses=(AddressEvidence(ip=address, sign_ins=3,
+                                                   last="2026-12-01T08:00:00+00:00", apps=()),),
+                        resources=(resource,), uncovered=(resource,))
+    plan = base_plan.model_copy(update={"sign_ins": SignInEvidencePlan(
+        source="graph", since="2026-11-01T00:00:00+00:00", until="2026-12-01T00:00:00+00:00",
+        credentials=(use,))})
+    console = Console(file=StringIO(), width=400, color_system=None)
+    plan_terminal.render(plan, console, detail=True)
+    terminal = console.file.getvalue()  # type: ignore[attr-defined]
+    page = plan_html.render(plan)
+    for text in (terminal, plan_markdown.render(plan), page):
+        assert raw_characters(text) == []
+    for name in (resource, address):
+        assert " ".join(visible(name).split()) in " ".join(terminal.split())
+        assert str(markupsafe.escape(visible(name))) in page
+
+
 def test_visible_plan_keeps_scripts_multi_line(base_plan: Plan) -> None:
     plan = visible_plan(_renamed(base_plan, "sql-sp", "sql\u202esp"))
     scripts = [s.params.model_dump().get("script") for a in plan.apps for st_ in a.stages
