@@ -27,6 +27,7 @@ from migrator.sim.state import (
     AccessPolicy,
     ConnectionString,
     KeyVault,
+    LogAnalyticsWorkspace,
     RoleAssignment,
     SimError,
     Tenant,
@@ -43,6 +44,7 @@ RG = SUB + r"/resourceGroups/(?P<rg>[^/]+)"
 SITE = RG + r"/providers/Microsoft\.Web/sites/(?P<site>[^/]+)(?:/slots/(?P<slot>[^/]+))?"
 VAULT = RG + r"/providers/Microsoft\.KeyVault/vaults/(?P<vault>[^/]+)"
 UAI = RG + r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/(?P<uai>[^/]+)"
+WORKSPACE = RG + r"/providers/Microsoft\.OperationalInsights/workspaces/(?P<workspace>[^/]+)"
 AUTHZ = r"(?P<scope>(?:/.*?)?)/providers/Microsoft\.Authorization"
 
 
@@ -793,6 +795,57 @@ class Arm:
         del self.t.role_assignments[ra.name]
         return _json(self.assignment_json(ra), 200)
 
+    # -- Microsoft.OperationalInsights
+
+    def workspace_json(self, law: LogAnalyticsWorkspace) -> dict[str, Any]:
+        """As Microsoft.OperationalInsights answers (Azure/azure-rest-api-specs, stable/
+        2023-09-01/examples/WorkspacesGet.json): `properties.customerId` is the id queries
+        name the workspace by; the provider writes its own id in lower case."""
+        created = law.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return {
+            "id": law.id.lower(), "name": law.name,
+            "type": "Microsoft.OperationalInsights/workspaces", "location": law.location,
+            "tags": {}, "etag": f'"{law.customer_id[:8]}-0000-0d00-0000-000000000000"',
+            "properties": {
+                "customerId": law.customer_id, "provisioningState": "Succeeded",
+                "sku": {"name": "PerGB2018", "lastSkuUpdate": created},
+                "retentionInDays": 30,
+                "features": {"legacy": 0, "searchVersion": 1,
+                             "enableLogAccessUsingOnlyResourcePermissions": True},
+                "workspaceCapping": {"dailyQuotaGb": -1.0, "quotaNextResetTime": created,
+                                     "dataIngestionStatus": "RespectQuota"},
+                "publicNetworkAccessForIngestion": "Enabled",
+                "publicNetworkAccessForQuery": "Enabled",
+                "createdDate": created, "modifiedDate": created,
+            },
+        }
+
+    async def get_workspace(self, call: Call) -> Response:
+        scope = call.request.url.path.rstrip("/")
+        self.authorize(call, "Microsoft.OperationalInsights/workspaces/read", scope)
+        sid, rg = self.resource_group(call)
+        rid = (f"/subscriptions/{sid}/resourceGroups/{rg}/providers/"
+               f"Microsoft.OperationalInsights/workspaces/{call.params['workspace']}")
+        law = self.t.workspaces.get(rid.lower())
+        if law is None:
+            raise self._not_found("Microsoft.OperationalInsights/workspaces",
+                                  call.params["workspace"], rg)
+        return _json(self.workspace_json(law))
+
+    async def list_workspaces(self, call: Call) -> Response:
+        """Subscription or resource group; Microsoft.OperationalInsights pages nothing: one
+        `value` array without a nextLink."""
+        sid = self.listable_subscription(call, "Microsoft.OperationalInsights/workspaces/read")
+        rg = call.params.get("rg")
+        if rg is not None:
+            self.resource_group(call)
+        found = [w for w in self.t.workspaces.values() if w.subscription_id == sid
+                 and (rg is None or w.resource_group.lower() == rg.lower())
+                 and self.t.can(call.caller.object_id,
+                                "Microsoft.OperationalInsights/workspaces/read", w.id)]
+        return _json({"value": [self.workspace_json(w)
+                                for w in sorted(found, key=lambda w: w.id.lower())]})
+
     # -- generic resources (KeyVaultManagementClient.vaults.list uses this)
 
     async def list_resources(self, call: Call) -> Response:
@@ -807,6 +860,11 @@ class Arm:
                      "location": kv.location, "tags": {}}
                     for kv in self.t.vaults.values() if kv.subscription_id == sid
                     and self.t.can(oid, "Microsoft.KeyVault/vaults/read", kv.id)]
+        if rtype in (None, "microsoft.operationalinsights/workspaces"):
+            out += [{"id": w.id, "name": w.name, "type": "Microsoft.OperationalInsights/workspaces",
+                     "location": w.location, "tags": {}}
+                    for w in self.t.workspaces.values() if w.subscription_id == sid
+                    and self.t.can(oid, "Microsoft.OperationalInsights/workspaces/read", w.id)]
         if rtype in (None, "microsoft.web/sites"):
             out += [{"id": a.id, "name": a.site_name, "type": "Microsoft.Web/sites",
                      "kind": a.kind, "location": a.location}
@@ -831,6 +889,7 @@ SUBS, RGS, RES = ("Microsoft.Resources/subscriptions", "Microsoft.Resources/reso
                   "Microsoft.Resources/resources")
 WEB, KV = "Microsoft.Web/sites", "Microsoft.KeyVault/vaults"
 MSI = "Microsoft.ManagedIdentity/userAssignedIdentities"
+LAW = "Microsoft.OperationalInsights/workspaces"
 PERM, RD, RA = ("Microsoft.Authorization/permissions", "Microsoft.Authorization/roleDefinitions",
                 "Microsoft.Authorization/roleAssignments")
 
@@ -867,6 +926,11 @@ def _table(arm: Arm) -> list[tuple[str, str, re.Pattern[str], Handler]]:
         (MSI, "PUT", UAI, arm.put_uai),
         (MSI, "PATCH", UAI, arm.put_uai),
         (MSI, "DELETE", UAI, arm.delete_uai),
+        (LAW, "GET", SUB + r"/providers/Microsoft\.OperationalInsights/workspaces",
+         arm.list_workspaces),
+        (LAW, "GET", RG + r"/providers/Microsoft\.OperationalInsights/workspaces",
+         arm.list_workspaces),
+        (LAW, "GET", WORKSPACE, arm.get_workspace),
         (PERM, "GET", AUTHZ + r"/permissions", arm.list_permissions),
         (RD, "GET", AUTHZ + r"/roleDefinitions", arm.list_role_definitions),
         (RD, "GET", AUTHZ + r"/roleDefinitions/(?P<name>[^/]+)", arm.get_role_definition),

@@ -23,6 +23,12 @@ GRAPH_AUDIENCES = (
     "https://graph.microsoft.com", "https://graph.microsoft.com/",
     "00000003-0000-0000-c000-000000000000",
 )
+# Log Analytics' query API takes tokens for either name of its resource (azure-monitor-query
+# asks for https://api.loganalytics.io/.default unless given another audience).
+LOG_ANALYTICS_AUDIENCES = (
+    "https://api.loganalytics.io", "https://api.loganalytics.io/",
+    "https://api.loganalytics.azure.com", "https://api.loganalytics.azure.com/",
+)
 
 
 @dataclass

@@ -21,7 +21,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from migrator.sim.context import ARM_AUDIENCES, GRAPH_AUDIENCES, SimContext
+from migrator.sim.context import (
+    ARM_AUDIENCES,
+    GRAPH_AUDIENCES,
+    LOG_ANALYTICS_AUDIENCES,
+    SimContext,
+)
 from migrator.sim.signins import resource_for_audience
 from migrator.sim.state import AutomationAccount, ServicePrincipal, SimError, Tenant, WebApp
 
@@ -59,8 +64,8 @@ DATA_AUDIENCES = frozenset({
 
 def audience_known(resource: str) -> bool:
     bare = resource.rstrip("/")
-    return bare in {a.rstrip("/") for a in (*ARM_AUDIENCES, *GRAPH_AUDIENCES)} \
-        or bare in DATA_AUDIENCES
+    known = (*ARM_AUDIENCES, *GRAPH_AUDIENCES, *LOG_ANALYTICS_AUDIENCES)
+    return bare in {a.rstrip("/") for a in known} or bare in DATA_AUDIENCES
 
 
 def issue_for(ctx: SimContext, sp: ServicePrincipal, resource: str) -> tuple[str, int]:

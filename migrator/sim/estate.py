@@ -196,6 +196,30 @@ class AutomationAccountSpec(_Spec):
     graph_app_roles: list[str] = []
 
 
+_WORKSPACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{2,61}[A-Za-z0-9]")
+
+
+class LogAnalyticsWorkspaceSpec(_Spec):
+    """A Log Analytics workspace. `id` is its customer id (the "Workspace ID" queries name it
+    by), derived from the name when left out. `sign_in_logs: true`: the tenant's Entra
+    diagnostic settings send service-principal sign-ins to it (AADServicePrincipalSignInLogs);
+    without, the workspace has no such table."""
+
+    name: str
+    id: UUID | None = None
+    sign_in_logs: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # Microsoft.OperationalInsights' rule: 4-63 letters, digits and hyphens, starting and
+        # ending with a letter or digit.
+        if not _WORKSPACE_NAME.fullmatch(v):
+            raise ValueError(f"workspace name {v!r} is not 4-63 letters, digits and hyphens "
+                             "starting and ending with a letter or digit")
+        return v
+
+
 class ResourceGroupSpec(_Spec):
     name: str
     location: str = "westeurope"
@@ -204,6 +228,7 @@ class ResourceGroupSpec(_Spec):
     sites: list[SiteSpec] = []
     sql_servers: list[SqlServerSpec] = []
     automation_accounts: list[AutomationAccountSpec] = []
+    log_analytics_workspaces: list[LogAnalyticsWorkspaceSpec] = []
 
 
 class SubscriptionSpec(_Spec):
@@ -426,6 +451,16 @@ class EstateNames:
             self._secret_values[key] = given or generate_client_secret()
         return self._secret_values[key]
 
+    def workspace_customer_id(self, subscription: str, resource_group: str, name: str) -> str:
+        """A workspace's customer id: the estate's, else uuid5 of its place and name."""
+        for sub in self.spec.subscriptions:
+            for rg in sub.resource_groups:
+                for law in rg.log_analytics_workspaces:
+                    if (sub.name, rg.name, law.name) == (subscription, resource_group, name) \
+                            and law.id is not None:
+                        return str(law.id).lower()
+        return derive_id("log-analytics-workspace", f"{subscription}/{resource_group}/{name}")
+
     def app_id(self, name: str) -> str:
         p = self.principals[name]
         return str(p.app_id or derive_id("app", name))
@@ -568,6 +603,15 @@ def check_references(spec: EstateSpec) -> tuple[Loc, str] | None:
                 for j, role in enumerate(account.graph_app_roles):
                     if role not in GRAPH_APP_ROLES:
                         return (*where, "graph_app_roles", j), f"unknown Graph app role {role!r}"
+            for wi, law in enumerate(rg.log_analytics_workspaces):
+                wloc: Loc = (*base, "log_analytics_workspaces", wi)
+                if (problem := dup(f"Log Analytics workspace in {sub.name}/{rg.name}", law.name,
+                                   (*wloc, "name"))):
+                    return problem
+                customer_id = names.workspace_customer_id(sub.name, rg.name, law.name)
+                if (problem := dup("Log Analytics workspace id", customer_id,
+                                   (*wloc, "id" if law.id is not None else "name"))):
+                    return (problem[0], f"workspace id {customer_id} is another workspace's")
             for ki, kv in enumerate(rg.key_vaults):
                 if (problem := dup("key vault", kv.name, (*base, "key_vaults", ki, "name"))):
                     return problem

@@ -30,8 +30,8 @@ from typing import Any, Literal
 import jwt
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Service = Literal["arm", "graph", "entra", "msi", "keyvault"]
-SERVICES: tuple[Service, ...] = ("arm", "graph", "entra", "msi", "keyvault")
+Service = Literal["arm", "graph", "entra", "msi", "keyvault", "loganalytics"]
+SERVICES: tuple[Service, ...] = ("arm", "graph", "entra", "msi", "keyvault", "loganalytics")
 # The first four refuse a request before it is handled. The `_after` kinds handle it (a write is
 # committed) and then lose the answer: a 500 in its place, or the connection cut. A client
 # that retries such a write must find it already done, which is what the engine's idempotence
@@ -49,6 +49,10 @@ GRAPH_RESOURCE_UNITS = {"S": 3500.0, "M": 5000.0, "L": 8000.0}
 GRAPH_WINDOW = 10.0
 GRAPH_APP_WRITES = (3000.0, 3000.0 / 150.0)
 GRAPH_TENANT_WRITES = (18000.0, 18000.0 / 300.0)
+# "Identity and access reports" (auditLogs, sign-ins): 5 requests per 10 seconds per app and
+# tenant, on top of the directory's resource units (learn.microsoft.com/graph/throttling-limits
+# #identity-and-access-reports-service-limits).
+GRAPH_REPORTS = (5.0, 5.0 / 10.0)
 # Base resource-unit costs Graph lists for the paths the tool calls; any other costs 1, and
 # every POST, PATCH, PUT or DELETE also costs one write.
 _GRAPH_COSTS = [(re.compile(r"^applications$", re.IGNORECASE), 2),
@@ -252,6 +256,8 @@ def service_of(path: str) -> Service | None:
         return "keyvault"
     if path.startswith("/msi/"):
         return "msi"
+    if path.startswith("/v1/") or path == "/v1":  # Log Analytics' query API (loganalytics.py)
+        return "loganalytics"
     if path.startswith("/_sim") or path.startswith("/_sites") or path == "/":
         return None
     if "/oauth2/" in path or "/.well-known/" in path or "/discovery/" in path:
@@ -382,6 +388,11 @@ class FaultMiddleware:
                                          (capacity, capacity / GRAPH_WINDOW), units)
         if not ok:
             return False, wait, "ResourceUnitLimitExceeded"
+        if scope["path"].startswith("/beta/auditLogs/"):
+            ok, _, wait = self.throttle.take(scale, ("graph", "", caller, "reports"),
+                                             GRAPH_REPORTS)
+            if not ok:
+                return False, wait, "ReportsLimitExceeded"
         for key, size in ((("graph", "", caller, "writes"), GRAPH_APP_WRITES),
                           (("graph", "", "tenant", "writes"), GRAPH_TENANT_WRITES)):
             if writes:

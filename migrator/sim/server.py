@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from migrator.cloud.profiles import CloudProfile, write_profile
-from migrator.sim import admin, arm, entra, graph, keyvault
+from migrator.sim import admin, arm, entra, graph, keyvault, loganalytics
 from migrator.sim.context import SimContext
 from migrator.sim.estate import EstateSpec
 from migrator.sim.faults import FaultConfig, FaultMiddleware
@@ -68,6 +68,7 @@ def build_app(ctx: SimContext) -> Starlette:
     route_list += entra.routes(ctx)
     route_list += admin.routes(ctx)
     route_list += graph.routes(ctx)
+    route_list += loganalytics.routes(ctx)
     route_list += arm.routes(ctx)  # last: its catch-all takes every other path
     return Starlette(routes=route_list)
 
@@ -107,6 +108,7 @@ class SimServer:
         self.tenant.replication_delay = delays.replication
         self.tenant.rbac_delay = delays.rbac
         self.tenant.sign_in_delay = delays.sign_in_ingestion
+        self.tenant.workspace_delay = delays.workspace_ingestion
         self.state_dir = state_dir
         self.port = port
         self.faults = faults if faults is not None else FaultConfig()
@@ -158,6 +160,8 @@ class SimServer:
             name="migrator-sim", arm_endpoint=base_url,
             arm_audience="https://management.azure.com/", graph_endpoint=base_url,
             graph_audience="https://graph.microsoft.com", authority=base_url,
+            # Log Analytics' query API (loganalytics.py) at /v1 here; tokens for its real name.
+            log_analytics_endpoint=base_url, log_analytics_audience="https://api.loganalytics.io",
             ca_bundle=str(ca_path), disable_instance_discovery=True, tenant_id=self.tenant.id,
             # The vaults listen on 127.0.0.1, not on a host under vault.azure.net, which the
             # Key Vault SDK's challenge check would otherwise require.

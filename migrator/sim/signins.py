@@ -59,6 +59,7 @@ ARM_RESOURCE = ("797f4846-ba00-4fd7-ba43-dac1f8f63013", "Windows Azure Service M
 KEYVAULT_RESOURCE = ("cfa8b339-82a2-471a-a3c9-0fc0be7a4093", "Azure Key Vault")
 STORAGE_RESOURCE = ("e406a681-f3d4-42a8-90b6-c2b029497af1", "Azure Storage")
 SQL_RESOURCE = ("022907d3-0f1b-48f7-badc-1ba6abab6d66", "Azure SQL Database")
+LOG_ANALYTICS_RESOURCE = ("ca7f3f0b-7d91-482c-8e09-c5d840d0eac5", "Log Analytics API")
 NAMED_RESOURCES: dict[str, tuple[str, str]] = {
     "graph": GRAPH_RESOURCE, "arm": ARM_RESOURCE, "keyvault": KEYVAULT_RESOURCE,
     "storage": STORAGE_RESOURCE, "sql": SQL_RESOURCE,
@@ -72,6 +73,8 @@ _AUDIENCES: dict[str, tuple[str, str]] = {
     "https://vault.azure.net": KEYVAULT_RESOURCE,
     "https://storage.azure.com": STORAGE_RESOURCE,
     "https://database.windows.net": SQL_RESOURCE,
+    "https://api.loganalytics.io": LOG_ANALYTICS_RESOURCE,
+    "https://api.loganalytics.azure.com": LOG_ANALYTICS_RESOURCE,
 }
 
 LICENCE_CODE = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"

@@ -130,19 +130,22 @@ class Delays:
     say so, never to zero by accident.
 
     Sign-ins reach Entra's logs (and Graph's `auditLogs/signIns`) minutes after they happen:
-    2 minutes at the 95th percentile, 5 at the 99th (sim/signins.py has the sources).
+    2 minutes at the 95th percentile, 5 at the 99th (sim/signins.py has the sources). A Log
+    Analytics workspace that Entra's diagnostic settings feed gets them later still, through
+    Azure Monitor's ingestion pipeline (sim/loganalytics.py has the sources).
     """
 
     replication: float = 20.0
     rbac: float = 120.0
     sign_in_ingestion: float = 180.0
+    workspace_ingestion: float = 300.0
 
 
 REALISTIC_DELAYS = Delays()
 # for tests and the demo: seconds, not minutes
-SHORT_DELAYS = Delays(replication=0.5, rbac=2.0, sign_in_ingestion=1.0)
+SHORT_DELAYS = Delays(replication=0.5, rbac=2.0, sign_in_ingestion=1.0, workspace_ingestion=1.0)
 # Only for tests of other behaviour of the simulator itself, which pass it by name.
-NO_DELAYS = Delays(replication=0.0, rbac=0.0, sign_in_ingestion=0.0)
+NO_DELAYS = Delays(replication=0.0, rbac=0.0, sign_in_ingestion=0.0, workspace_ingestion=0.0)
 
 
 @dataclass
@@ -396,6 +399,26 @@ class SqlDatabase:
 
 
 @dataclass
+class LogAnalyticsWorkspace:
+    """A Log Analytics workspace. Queries name it by `customer_id` (the "Workspace ID" of the
+    portal, a GUID), ARM by its resource id. `sign_in_logs`: the tenant's Entra diagnostic
+    settings send service-principal sign-ins here (table AADServicePrincipalSignInLogs)."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+    location: str
+    customer_id: str  # lower-case GUID
+    sign_in_logs: bool = False
+    created: datetime = field(default_factory=utcnow)
+
+    @property
+    def id(self) -> str:
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.OperationalInsights/workspaces/{self.name}")
+
+
+@dataclass
 class SqlServer:
     subscription_id: str
     resource_group: str
@@ -487,6 +510,7 @@ class Tenant:
         self.vaults: dict[str, KeyVault] = {}  # lowercase name
         self.sites: dict[str, WebApp] = {}  # lowercase name
         self.sql_servers: dict[str, SqlServer] = {}  # lowercase name
+        self.workspaces: dict[str, LogAnalyticsWorkspace] = {}  # lowercase resource id
         self.names: dict[str, str] = {}  # estate name -> principal object id
         self.identity_headers: dict[str, str] = {}  # X-IDENTITY-HEADER -> resource id
         self.webapps_by_id: dict[str, WebApp] = {}  # lowercase resource id
@@ -495,6 +519,10 @@ class Tenant:
         self.replication_delay = 0.0  # seconds a new managed identity stays unknown
         self.rbac_delay = 0.0  # seconds before a new role assignment reaches the data plane
         self.sign_in_delay = 0.0  # seconds before a sign-in shows in Graph's sign-in logs
+        self.workspace_delay = 0.0  # seconds before it reaches a Log Analytics workspace
+        # Log Analytics' result truncation (sim/loganalytics.py): rows and bytes per answer.
+        self.log_analytics_row_cap = 500_000
+        self.log_analytics_size_cap = 64 * 1024 * 1024
         self.graph_sp = self._add_graph()
 
     # -- construction
@@ -535,6 +563,11 @@ class Tenant:
         for site in self.sites.values():
             yield site
             yield from site.slots.values()
+
+    def workspace_by_customer_id(self, customer_id: str) -> LogAnalyticsWorkspace | None:
+        """The workspace a query names by its customer id (any letter case)."""
+        wanted = customer_id.strip().lower()
+        return next((w for w in self.workspaces.values() if w.customer_id == wanted), None)
 
     def identity_by_client_id(self, client_id: str) -> UserAssignedIdentity | None:
         lowered = client_id.lower()
@@ -848,6 +881,12 @@ def _build_tenant(spec: EstateSpec) -> Tenant:
                 tenant.sql_servers[server.name.lower()] = SqlServer(
                     sid, rg.name, server.name,
                     {d.name.lower(): SqlDatabase(server.name, d.name) for d in server.databases})
+            for law in rg.log_analytics_workspaces:
+                workspace = LogAnalyticsWorkspace(
+                    sid, rg.name, law.name, rg.location,
+                    names.workspace_customer_id(sub.name, rg.name, law.name),
+                    law.sign_in_logs, created=tenant.started_at)
+                tenant.workspaces[workspace.id.lower()] = workspace
             for site in rg.sites:
                 tenant.sites[site.name.lower()] = _build_site(tenant, names, sid, rg.name,
                                                               rg.location, site)

@@ -36,7 +36,8 @@ role_assignments:
 """
 
 
-@pytest.mark.parametrize("path", [FIXTURES / "small.yaml", SAMPLE])
+@pytest.mark.parametrize("path", [FIXTURES / "small.yaml", SAMPLE,
+                                  FIXTURES / "loganalytics_estate.yaml"])
 def test_shipped_estates_load(path: Path) -> None:
     spec = load_estate(path)
     tenant = build_tenant(spec)
@@ -108,6 +109,25 @@ BAD = [
     ("owner that is no principal", BASE.replace(
         "  - name: app-sp\n", "  - name: app-sp\n    owners: [ghost]\n"),
      r"principals\[1\].owners\[0\]: unknown principal 'ghost'"),
+    ("workspace name Azure refuses", BASE.replace(
+        "        sites:\n", "        log_analytics_workspaces: [{name: la}]\n        sites:\n"),
+     r"line 12, subscriptions\[0\].resource_groups\[0\].log_analytics_workspaces\[0\].name: "
+     r"workspace name 'la' is not 4-63 letters"),
+    ("workspace id that is no GUID", BASE.replace(
+        "        sites:\n",
+        "        log_analytics_workspaces: [{name: law-entra, id: 42}]\n        sites:\n"),
+     r"log_analytics_workspaces\[0\].id: "),
+    ("two workspaces with one id", BASE.replace(
+        "        sites:\n",
+        "        log_analytics_workspaces:\n"
+        "          - {name: law-a, id: 5b02755b-5bf4-430c-9487-45502a2a7e62}\n"
+        "          - {name: law-b, id: 5B02755B-5BF4-430C-9487-45502A2A7E62}\n        sites:\n"),
+     r"line 14, .*log_analytics_workspaces\[1\].id: workspace id "
+     r"5b02755b-5bf4-430c-9487-45502a2a7e62 is another workspace's"),
+    ("two workspaces with one name", BASE.replace(
+        "        sites:\n",
+        "        log_analytics_workspaces: [{name: law-a}, {name: LAW-A}]\n        sites:\n"),
+     r"log_analytics_workspaces\[1\].name: duplicate Log Analytics workspace in prod/rg name"),
     ("need of an app role no API exposes", BASE.replace(
         "            app_settings:",
         "            needs: [{app_role: app-sp/Orders.Read}]\n            app_settings:"),
@@ -183,3 +203,21 @@ def test_licence_and_external_callers_are_optional_and_checked() -> None:
     caller = with_caller.external_callers[0]
     assert (caller.secret, caller.every, caller.resource, caller.active,
             caller.history_days) == (0, 300.0, "arm", True, 0.0)
+
+
+def test_log_analytics_workspaces_are_optional_with_derived_ids() -> None:
+    assert parse_estate(BASE).subscriptions[0].resource_groups[0].log_analytics_workspaces == []
+    text = BASE.replace("        sites:\n", "        log_analytics_workspaces:\n"
+                        "          - {name: law-entra, sign_in_logs: true}\n"
+                        "          - {name: law-apps, id: 5B02755B-5BF4-430C-9487-45502A2A7E62}\n"
+                        "        sites:\n")
+    first, second = build_tenant(parse_estate(text)), build_tenant(parse_estate(text))
+    entra, apps = sorted(first.workspaces.values(), key=lambda w: w.name, reverse=True)
+    assert (entra.name, entra.sign_in_logs, apps.sign_in_logs) == ("law-entra", True, False)
+    assert entra.customer_id == derive_id("log-analytics-workspace", "prod/rg/law-entra")
+    assert apps.customer_id == "5b02755b-5bf4-430c-9487-45502a2a7e62"  # lower case, as Azure
+    assert [w.customer_id for w in second.workspaces.values()] == \
+        [w.customer_id for w in first.workspaces.values()]
+    assert first.workspace_by_customer_id(apps.customer_id.upper()) is apps
+    assert entra.id == (f"/subscriptions/{derive_id('subscription', 'prod')}/resourceGroups/rg/"
+                        "providers/Microsoft.OperationalInsights/workspaces/law-entra")
