@@ -117,6 +117,9 @@ def sim_serve(
     sign_in_delay: Annotated[float, typer.Option(
         help="Seconds before a sign-in shows in Graph's sign-in logs (Entra's ingestion "
              "latency).")] = REALISTIC_DELAYS.sign_in_ingestion,
+    workspace_delay: Annotated[float, typer.Option(
+        help="Seconds before a sign-in reaches a Log Analytics workspace fed by Entra's "
+             "diagnostic settings.")] = REALISTIC_DELAYS.workspace_ingestion,
     any_api_version: Annotated[bool, typer.Option(
         help="Accept ARM api-versions Azure has not published or the simulator has not been "
              "checked against (by default refused as ARM refuses them), e.g. to try an SDK "
@@ -143,7 +146,8 @@ def sim_serve(
     directory = state_dir or Path(tempfile.mkdtemp(prefix="migrator-sim-"))
     server = SimServer(spec, directory, port=port, faults=faults,
                        delays=Delays(replication=replication_delay, rbac=rbac_delay,
-                                     sign_in_ingestion=sign_in_delay),
+                                     sign_in_ingestion=sign_in_delay,
+                                     workspace_ingestion=workspace_delay),
                        any_api_version=any_api_version)
 
     def ready(endpoints: object) -> None:
@@ -185,6 +189,10 @@ def scan(
         min=0, max=30, help="Days of Entra sign-in logs to read as evidence of who uses each "
                             "secret (needs AuditLog.Read.All and a P1/P2 licence; 0: none).")
     ] = 30,
+    sign_in_logs: Annotated[str, typer.Option(
+        help="Where to read them: `graph` (AuditLog.Read.All, P1/P2 licence) or "
+             "`workspace:<id>`, a Log Analytics workspace that receives Entra's sign-in logs "
+             "(Log Analytics Reader there).")] = "graph",
     cloud: CloudOption = "AzureCloud",
     workers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent requests.")] = 16,
 ) -> None:
@@ -203,7 +211,8 @@ def scan(
         with _read_only_run("the scan"), ClientFactory(profile) as factory, scan_progress(
                 enabled=output is OutputFormat.table) as progress:
             inventory = Scanner(factory, workers=workers, progress=progress,
-                                sign_in_days=sign_in_days).run(
+                                sign_in_days=sign_in_days,
+                                sign_in_workspace=_sign_in_source(sign_in_logs)).run(
                 ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
     except CloudError as exc:
         fail(str(exc))
@@ -267,6 +276,10 @@ def plan(
         min=0, max=30, help="Days of Entra sign-in logs to read as evidence of who uses each "
                             "secret (needs AuditLog.Read.All and a P1/P2 licence; 0: none).")
     ] = 30,
+    sign_in_logs: Annotated[str, typer.Option(
+        help="Where to read them: `graph` (AuditLog.Read.All, P1/P2 licence) or "
+             "`workspace:<id>`, a Log Analytics workspace that receives Entra's sign-in logs "
+             "(Log Analytics Reader there).")] = "graph",
     cloud: CloudOption = "AzureCloud",
     workers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent requests.")] = 16,
 ) -> None:
@@ -292,7 +305,8 @@ def plan(
         with _read_only_run("the scan for the plan"), ClientFactory(profile) as factory:
             with scan_progress(enabled=True) as progress:
                 inventory = Scanner(factory, workers=workers, progress=progress,
-                                    sign_in_days=sign_in_days).run(
+                                    sign_in_days=sign_in_days,
+                                    sign_in_workspace=_sign_in_source(sign_in_logs)).run(
                     ScanScope(tuple(subscription or ()), tuple(resource_group or ())))
             if unmatched := unmatched_accepts(inventory, accept_gap or ()):
                 gaps = ", ".join(g.scope for g in inventory.gaps) or "none"
@@ -374,6 +388,15 @@ class StageChoice(str, enum.Enum):
     swap = "swap"
     revoke = "revoke"
     all = "all"
+
+
+def _sign_in_source(text: str) -> str | None:
+    from migrator.cloud.signins import parse_source
+
+    try:
+        return parse_source(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--sign-in-logs") from None
 
 
 def _parse_duration(text: str, option: str = "--soak") -> timedelta:

@@ -155,11 +155,12 @@ class CredentialSignIns:
 class SignInEvidence:
     """The sign-in logs over the scan's lookback window, or why they could not be read."""
 
-    source: Literal["graph", "none"]
+    source: Literal["graph", "log-analytics", "none"]
     since: str  # ISO time: the start of the window
     until: str  # ISO time the logs were read at
     unavailable: str | None  # why there is no evidence (source "none")
     credentials: tuple[CredentialSignIns, ...] = ()
+    workspace: str | None = None  # the Log Analytics workspace id, when read from one
 
     def of(self, app_id: str, key_id: str) -> CredentialSignIns | None:
         return next((c for c in self.credentials if c.app_id == app_id.lower()

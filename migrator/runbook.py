@@ -122,10 +122,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="how late Entra's sign-in logs may arrive, e.g. 15m")
     parser.add_argument("--sign-in-days", type=int, default=30, choices=range(0, 31),
                         metavar="0-30", help="days of sign-in logs the plan reads")
+    parser.add_argument("--sign-in-logs", default="graph",
+                        help="graph, or workspace:<id> (a Log Analytics workspace)")
     parser.add_argument("--health-timeout", type=float, default=None)
     parser.add_argument("--cloud", default=os.environ.get("MIGRATOR_CLOUD_PROFILE",
                                                           "AzureCloud"))
     return parser.parse_args(argv)
+
+
+def sign_in_source(text: str) -> str | None:
+    from migrator.cloud.signins import parse_source
+
+    try:
+        return parse_source(text)
+    except ValueError as exc:
+        raise RunbookError(f"--sign-in-logs: {exc}") from None
 
 
 def parse_soak(text: str, option: str = "--soak") -> timedelta:
@@ -216,7 +227,8 @@ def run_plan(s: Session, args: argparse.Namespace, log: Any,
                 log.info("plan exists", plan=name)
                 return EXIT_OK
             log.info("scan started", subscriptions=args.subscription or "all readable")
-            inventory = Scanner(s.factory, sign_in_days=args.sign_in_days).run(
+            inventory = Scanner(s.factory, sign_in_days=args.sign_in_days,
+                                sign_in_workspace=sign_in_source(args.sign_in_logs)).run(
                 ScanScope(tuple(args.subscription)))
             plan, unchecked = with_operator_rights(s.factory, build_plan(
                 inventory, PlanOptions(name=name, tool_version=__version__)))

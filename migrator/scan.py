@@ -38,7 +38,7 @@ from migrator.cloud.records import (
     VaultRecord,
 )
 from migrator.cloud.rights import RightsAdapter
-from migrator.cloud.signins import SignInReader, SignInRecord, SignInsUnavailable
+from migrator.cloud.signins import SignInRecord, SignInsUnavailable, sign_ins_from
 from migrator.cloud.web import WebAdapter
 from migrator.cloud.whoami import signed_in
 from migrator.detect import Note, detect, settings_fingerprint
@@ -175,9 +175,11 @@ class Scanner:
 
     def __init__(self, factory: ClientFactory, *, workers: int = DEFAULT_WORKERS,
                  progress: Progress = lambda _: None, salt: bytes | None = None,
-                 sign_in_days: int = DEFAULT_SIGN_IN_DAYS) -> None:
+                 sign_in_days: int = DEFAULT_SIGN_IN_DAYS,
+                 sign_in_workspace: str | None = None) -> None:
         self.factory = factory
         self.sign_in_days = sign_in_days
+        self.sign_in_workspace = sign_in_workspace  # None: Graph
         self.web = WebAdapter(factory)
         self.rights = RightsAdapter(factory)
         self.graph = GraphAdapter(factory)
@@ -350,15 +352,20 @@ class Scanner:
         now = datetime.now(timezone.utc).replace(microsecond=0)
         since = now - timedelta(days=self.sign_in_days)
         window = (since.isoformat(), now.isoformat())
+        workspace = self.sign_in_workspace
+        source: Literal["graph", "log-analytics"] = (
+            "graph" if workspace is None else "log-analytics")
         found = [p for p in principals if p.principal is not None]
         if not found:
-            return SignInEvidence("graph", *window, None)
+            return SignInEvidence(source, *window, None, workspace=workspace)
         try:
-            records = SignInReader(self.graph).read([p.app_id for p in found], since)
+            records = sign_ins_from(self.factory, self.graph, workspace).read(
+                [p.app_id for p in found], since)
         except (SignInsUnavailable, AzureCallError) as exc:
             calllog.event("sign-ins", "warning", message=str(exc))
-            return SignInEvidence("none", *window, str(exc))
-        return SignInEvidence("graph", *window, None, credential_sign_ins(found, apps, records))
+            return SignInEvidence("none", *window, str(exc), workspace=workspace)
+        return SignInEvidence(source, *window, None, credential_sign_ins(found, apps, records),
+                              workspace=workspace)
 
     def _vault_access(self, apps: tuple[AppInventory, ...]) -> tuple[VaultWriteAccess, ...]:
         """For each vault an app's outbound secret is referenced from: may the operator write

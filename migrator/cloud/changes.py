@@ -78,7 +78,7 @@ from migrator.cloud.records import (
     VaultRecord,
 )
 from migrator.cloud.rights import RightsAdapter, _guid, _permissions
-from migrator.cloud.signins import SignInReader, SignInRecord
+from migrator.cloud.signins import SignInRecord, sign_ins_from
 from migrator.cloud.web import (
     _identity,
     _site,
@@ -237,9 +237,11 @@ class CloudChanges:
         self.factory = factory
         self._graph = GraphAdapter(factory)
 
-    def sign_ins(self, app_ids: Iterable[str], since: datetime) -> list[SignInRecord]:
-        """The service-principal sign-ins of these principals since `since` (cloud/signins)."""
-        return SignInReader(self._graph).read(app_ids, since)
+    def sign_ins(self, app_ids: Iterable[str], since: datetime, *,
+                 workspace: str | None = None) -> list[SignInRecord]:
+        """The service-principal sign-ins of these principals since `since`, from Graph or
+        from a Log Analytics workspace (cloud/signins)."""
+        return sign_ins_from(self.factory, self._graph, workspace).read(app_ids, since)
 
     def signed_in_tenant(self) -> str | None:
         """The tenant the operator's ARM token was issued by, or None when it does not say."""

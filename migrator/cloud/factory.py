@@ -15,7 +15,7 @@ import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import requests
@@ -47,6 +47,9 @@ from migrator.cloud.call_log_policy import CallLogPolicy
 from migrator.cloud.graph_transport import ResendingTransport
 from migrator.cloud.pacing import Pacer, PacingPolicy
 from migrator.cloud.profiles import CloudProfile
+
+if TYPE_CHECKING:
+    from azure.monitor.query import LogsQueryClient
 
 T = TypeVar("T")
 
@@ -208,6 +211,18 @@ class ClientFactory:
             verify_challenge_resource=self.profile.key_vault_verify_challenge_resource,
             retry_total=RETRY_TOTAL, retry_backoff_max=RETRY_BACKOFF_MAX,
             per_retry_policies=[CallLogPolicy("keyvault")],
+            transport=RequestsTransport(session=self._session, session_owner=False,
+                                        connection_verify=self._verify)))
+
+    def log_analytics(self) -> LogsQueryClient:
+        """azure-monitor-query's client for the profile's Log Analytics query API."""
+        from azure.monitor.query import LogsQueryClient
+
+        return self._cached(("log-analytics", ""), lambda: LogsQueryClient(
+            self.credential, endpoint=self.profile.log_analytics_endpoint,
+            audience=self.profile.log_analytics_audience,
+            retry_total=RETRY_TOTAL, retry_backoff_max=RETRY_BACKOFF_MAX,
+            per_retry_policies=[CallLogPolicy("loganalytics")],
             transport=RequestsTransport(session=self._session, session_owner=False,
                                         connection_verify=self._verify)))
 

@@ -27,6 +27,9 @@ class CloudProfile(BaseModel):
     graph_endpoint: str  # e.g. https://graph.microsoft.com (no /v1.0)
     graph_audience: str  # e.g. https://graph.microsoft.com
     authority: str  # Entra authority host, e.g. https://login.microsoftonline.com
+    # Log Analytics' query API, where a workspace holding Entra's sign-in logs is read
+    log_analytics_endpoint: str = "https://api.loganalytics.io"
+    log_analytics_audience: str = "https://api.loganalytics.io"
     ca_bundle: str | None = None  # PEM file to trust instead of the system store
     disable_instance_discovery: bool = False
     tenant_id: str | None = None  # the simulator fills it in; Azure profiles leave it out
@@ -44,7 +47,8 @@ class CloudProfile(BaseModel):
     # address (the simulator) turns the check off; Azure profiles keep it.
     key_vault_verify_challenge_resource: bool = True
 
-    @field_validator("arm_endpoint", "graph_endpoint", "authority", "site_url")
+    @field_validator("arm_endpoint", "graph_endpoint", "authority", "site_url",
+                     "log_analytics_endpoint")
     @classmethod
     def _https_only(cls, value: str | None) -> str | None:
         """Every endpoint gets a bearer token (or, the authority, a client secret): Azure
@@ -65,6 +69,10 @@ class CloudProfile(BaseModel):
     @property
     def graph_scope(self) -> str:
         return self.graph_audience.rstrip("/") + "/.default"
+
+    @property
+    def log_analytics_scope(self) -> str:
+        return self.log_analytics_audience.rstrip("/") + "/.default"
 
     @property
     def graph_base_url(self) -> str:
@@ -100,6 +108,8 @@ CHINA = CloudProfile(
     graph_endpoint="https://microsoftgraph.chinacloudapi.cn",
     graph_audience="https://microsoftgraph.chinacloudapi.cn",
     authority="https://login.chinacloudapi.cn",
+    log_analytics_endpoint="https://api.loganalytics.azure.cn",
+    log_analytics_audience="https://api.loganalytics.azure.cn",
 )
 US_GOVERNMENT = CloudProfile(
     name="AzureUSGovernment",
@@ -108,6 +118,8 @@ US_GOVERNMENT = CloudProfile(
     graph_endpoint="https://graph.microsoft.us",
     graph_audience="https://graph.microsoft.us",
     authority="https://login.microsoftonline.us",
+    log_analytics_endpoint="https://api.loganalytics.us",
+    log_analytics_audience="https://api.loganalytics.us",
 )
 BUILTIN: dict[str, CloudProfile] = {
     p.name.lower(): p for p in (PUBLIC, CHINA, US_GOVERNMENT)

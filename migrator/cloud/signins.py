@@ -9,7 +9,13 @@ them needs the application permission `AuditLog.Read.All` and an Entra ID P1 or 
 403 and the reader says why in one line (`SignInsUnavailable`), so the tool can fall back to its
 soak timer and say so.
 
-The request goes through msgraph-sdk's request adapter (its auth, retries, throttling
+A Log Analytics workspace that receives Entra's diagnostic logs holds the same events in table
+`AADServicePrincipalSignInLogs` (learn.microsoft.com/azure/azure-monitor/reference/tables/
+aadserviceprincipalsigninlogs); `WorkspaceSignIns` reads them through azure-monitor-query's
+`LogsQueryClient`, which needs read access to the workspace (Log Analytics Reader) and no
+Graph permission or licence check, and is cheaper on a large tenant (one query, no paging).
+
+The Graph request goes through msgraph-sdk's request adapter (its auth, retries, throttling
 middleware); the page is parsed as JSON here, as the bulk principal look-ups are, since
 msgraph-sdk (v1.0) has no model for the beta resource.
 """
@@ -18,10 +24,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Iterable, Sequence
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
@@ -29,12 +39,19 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from migrator.cloud.errors import AzureCallError, CloudError
 from migrator.cloud.graph import GraphAdapter
 
+if TYPE_CHECKING:
+    from migrator.cloud.factory import ClientFactory
+
 # App ids in one `$filter`: each principal's events are read in one pass of pages.
 APP_IDS_PER_QUERY = 10
 PAGE_SIZE = 1000  # Graph's most for sign-ins
 MAX_PAGES = 200  # per query: 200,000 events of a few principals is far more than evidence needs
 
 LICENCE_CODE = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+# Graph's "identity and access reports" limit: 5 requests per 10 seconds per app and tenant
+# (learn.microsoft.com/graph/throttling-limits#identity-and-access-reports-service-limits).
+# Far below the directory's: the reader paces itself to it rather than collect 429s.
+REPORTS_REQUESTS, REPORTS_WINDOW = 5, 10.0
 
 # Well-known resource app ids, named the way an operator knows them.
 RESOURCE_NAMES = {
@@ -108,11 +125,72 @@ def record_from_json(item: dict[str, Any]) -> SignInRecord:
     )
 
 
-class SignInReader:
-    """Reads the service-principal sign-ins of some principals since a time."""
+class SignIns(Protocol):
+    """Where the sign-in logs are read from: Graph, or a Log Analytics workspace."""
 
-    def __init__(self, graph: GraphAdapter) -> None:
+    def read(self, app_ids: Iterable[str], since: datetime) -> list[SignInRecord]: ...
+
+
+GRAPH_SOURCE = "graph"
+WORKSPACE_PREFIX = "workspace:"
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def parse_source(text: str) -> str | None:
+    """`graph` -> None; `workspace:<workspace id>` -> the id (lower case). ValueError saying
+    what to write for anything else."""
+    value = text.strip()
+    if value.lower() == GRAPH_SOURCE:
+        return None
+    if value.lower().startswith(WORKSPACE_PREFIX):
+        workspace = value[len(WORKSPACE_PREFIX):].strip()
+        if _GUID.match(workspace):
+            return workspace.lower()
+    raise ValueError("use `graph` or `workspace:<id>`, the workspace id being the GUID "
+                     "Log Analytics shows as 'Workspace ID'")
+
+
+def sign_ins_from(factory: ClientFactory, graph: GraphAdapter,
+                  workspace: str | None) -> SignIns:
+    return SignInReader(graph) if workspace is None else WorkspaceSignIns(factory, workspace)
+
+
+class ReportsPacer:
+    """At most `count` requests in any `window` seconds: sleeps before one that would be more.
+    Thread-safe; one per process, as Graph counts per application and tenant."""
+
+    def __init__(self, count: int = REPORTS_REQUESTS, window: float = REPORTS_WINDOW,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.count, self.window = count, window
+        self.clock, self.sleep = clock, sleep
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.waited = 0.0
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self.clock()
+            while self._sent and now - self._sent[0] >= self.window:
+                self._sent.popleft()
+            if len(self._sent) >= self.count:
+                pause = self.window - (now - self._sent[0])
+                self.waited += pause
+                self.sleep(pause)
+                now = self.clock()
+                self._sent.popleft()
+            self._sent.append(now)
+
+
+REPORTS_PACER = ReportsPacer()
+
+
+class SignInReader:
+    """Reads the service-principal sign-ins of some principals since a time, from Graph."""
+
+    def __init__(self, graph: GraphAdapter, pacer: ReportsPacer = REPORTS_PACER) -> None:
         self.graph = graph
+        self.pacer = pacer
 
     def read(self, app_ids: Iterable[str], since: datetime) -> list[SignInRecord]:
         """Every sign-in of these principals since `since`, oldest first. Raises
@@ -130,6 +208,7 @@ class SignInReader:
         out: list[SignInRecord] = []
         flt = sign_in_filter(app_ids, since)
         for _ in range(MAX_PAGES):
+            self.pacer.wait()
             try:
                 page = json.loads(self.graph.run(what, functools.partial(
                     _page, flt=flt, link=link)))
@@ -142,6 +221,93 @@ class SignInReader:
                 return out
         raise AzureCallError(what, None, None,
                              f"more than {MAX_PAGES} pages of sign-ins: narrow the lookback")
+
+
+TABLE = "AADServicePrincipalSignInLogs"
+COLUMNS = ("TimeGenerated", "AppId", "ServicePrincipalCredentialKeyId", "IPAddress",
+           "ResourceIdentity", "ResourceDisplayName", "ResultType")
+WORKSPACE_ROW_LIMIT = 50_000  # per query: far more than evidence needs; more is refused
+
+
+def workspace_query(app_ids: Sequence[str], since: datetime) -> str:
+    """The KQL for these principals' sign-ins since `since`. App ids come from app settings:
+    only GUIDs go into the query, so no text of anyone's can change its meaning."""
+    bad = [a for a in app_ids if not _GUID.match(a)]
+    if bad:
+        raise ValueError(f"not an application id: {bad[0][:40]!r}")
+    ids = ", ".join(f'"{a.lower()}"' for a in app_ids)
+    return (f"{TABLE}\n"
+            f"| where TimeGenerated >= datetime({graph_time(since)})\n"
+            f"| where AppId in~ ({ids})\n"
+            f"| project {', '.join(COLUMNS)}\n"
+            "| order by TimeGenerated asc\n"
+            f"| take {WORKSPACE_ROW_LIMIT + 1}")
+
+
+def record_from_row(row: dict[str, Any]) -> SignInRecord:
+    created = row.get("TimeGenerated")
+    at = created if isinstance(created, datetime) else _parse_time(created)
+    resource_id = str(row.get("ResourceIdentity") or "").lower()
+    result = str(row.get("ResultType") or "0").strip()
+    return SignInRecord(
+        created=at if at.tzinfo else at.replace(tzinfo=timezone.utc),
+        app_id=str(row.get("AppId") or "").lower(),
+        key_id=str(row.get("ServicePrincipalCredentialKeyId") or "").lower() or None,
+        ip=str(row.get("IPAddress") or ""),
+        resource_id=resource_id,
+        resource_name=str(row.get("ResourceDisplayName") or "")
+        or RESOURCE_NAMES.get(resource_id, resource_id),
+        error_code=int(result) if result.isdigit() else -1,
+        failure=None if result == "0" else result)
+
+
+class WorkspaceSignIns:
+    """The same sign-ins from a Log Analytics workspace that receives Entra's logs."""
+
+    def __init__(self, factory: ClientFactory, workspace: str) -> None:
+        self.factory = factory
+        self.workspace = workspace
+
+    def read(self, app_ids: Iterable[str], since: datetime) -> list[SignInRecord]:
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+        from azure.monitor.query import LogsQueryStatus
+
+        from migrator.cloud.web import call_error, sign_in_error
+
+        what = f"query workspace {self.workspace} for sign-ins"
+        wanted = sorted({a.lower() for a in app_ids})
+        if not wanted:
+            return []
+        try:
+            query = workspace_query(wanted, since)
+        except ValueError as exc:
+            raise AzureCallError(what, None, None, str(exc)) from None
+        now = datetime.now(timezone.utc)
+        try:
+            result = self.factory.log_analytics().query_workspace(
+                self.workspace, query, timespan=(since, max(now, since)))
+        except ClientAuthenticationError as exc:
+            raise sign_in_error(what, exc) from None
+        except HttpResponseError as exc:
+            error = call_error(what, exc)
+            if exc.status_code in (401, 403):
+                raise SignInsUnavailable(
+                    f"the operator may not query Log Analytics workspace {self.workspace}: "
+                    f"grant it Log Analytics Reader there ({error.code or exc.status_code})"
+                ) from None
+            if exc.status_code == 404:
+                raise SignInsUnavailable(
+                    f"no Log Analytics workspace {self.workspace} ({error.code or 404})"
+                ) from None
+            raise error from None
+        if result.status != LogsQueryStatus.SUCCESS:
+            raise AzureCallError(what, None, "PartialError",
+                                 "the workspace answered in part: narrow the lookback")
+        rows = [dict(zip(t.columns, r, strict=False)) for t in result.tables for r in t.rows]
+        if len(rows) > WORKSPACE_ROW_LIMIT:
+            raise AzureCallError(what, None, None, f"more than {WORKSPACE_ROW_LIMIT} sign-ins: "
+                                 "narrow the lookback")
+        return sorted((record_from_row(r) for r in rows), key=lambda r: r.created)
 
 
 def _unavailable(exc: AzureCallError) -> SignInsUnavailable | None:

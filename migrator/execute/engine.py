@@ -368,7 +368,7 @@ class Engine:
         evidence = self.plan.sign_ins
         removals = [s.params for s in stage.steps
                     if isinstance(s.params, RemovePasswordCredential)]
-        if evidence is None or evidence.source != "graph" or not removals:
+        if evidence is None or not evidence.read or not removals:
             return None
         holders = [app] + [a for p in removals for n in p.also_used_by
                            if (a := self._apps.get(n)) is not None]
@@ -378,7 +378,7 @@ class Engine:
         swapped, now = max(swaps), self.now()
         try:
             records = self._patient(lambda: self.cloud.sign_ins(
-                {p.app_id for p in removals}, swapped))
+                {p.app_id for p in removals}, swapped, workspace=evidence.workspace))
         except CloudError as exc:
             return "waiting", (f"{app.name}: revoke waits: the sign-in logs cannot be read "
                                f"now ({exc}), and the plan was made with them")
@@ -898,7 +898,7 @@ class Engine:
         """Per migratable app: the last sign-in with the credential its revoke removes, over
         the plan's lookback window, as one line; empty when the plan has no evidence."""
         evidence = self.plan.sign_ins
-        if evidence is None or evidence.source != "graph":
+        if evidence is None or not evidence.read:
             return {}
         removals = {a.name: [s.params for st in a.stages for s in st.steps
                              if isinstance(s.params, RemovePasswordCredential)]
@@ -908,7 +908,8 @@ class Engine:
             return {}
         since = (now or self.now()) - timedelta(days=30)
         try:
-            records = self._patient(lambda: self.cloud.sign_ins(wanted, since))
+            records = self._patient(lambda: self.cloud.sign_ins(
+                wanted, since, workspace=evidence.workspace))
         except CloudError as exc:
             return dict.fromkeys(removals, f"sign-in logs unreadable: {exc}")
         out = {}

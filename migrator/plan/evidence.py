@@ -78,9 +78,9 @@ def evidence_plan(inventory: Inventory, apps: Sequence[AppPlan]) -> SignInEviden
             uncovered=tuple(name for rid, name in zip(found.resource_ids, found.resources,
                                                           strict=True)
                             if rid not in reach)))
-    return SignInEvidencePlan(source=evidence.source, since=evidence.since,
-                              until=evidence.until, unavailable=evidence.unavailable,
-                              credentials=tuple(uses))
+    return SignInEvidencePlan(source=evidence.source, workspace=evidence.workspace,
+                              since=evidence.since, until=evidence.until,
+                              unavailable=evidence.unavailable, credentials=tuple(uses))
 
 
 def outside_line(use: CredentialUse) -> str | None:
@@ -114,6 +114,6 @@ def for_app(evidence: SignInEvidencePlan | None, app: AppPlan) -> list[Credentia
 
 def unused(evidence: SignInEvidencePlan | None) -> Iterable[CredentialUse]:
     """Credentials with no sign-in in the window: candidates to remove."""
-    if evidence is None or evidence.source != "graph":
+    if evidence is None or not evidence.read:
         return ()
     return (u for u in evidence.credentials if u.sign_ins == 0)

@@ -466,8 +466,11 @@ class CredentialUse(_Model):
 class SignInEvidencePlan(_Model):
     """The service-principal sign-in logs the plan was made with, or why there were none."""
 
-    source: Literal["graph", "none"] = Field(
-        description="Where the evidence came from; `none`: revokes wait for the soak only.")
+    source: Literal["graph", "log-analytics", "none"] = Field(
+        description="Where the evidence came from (apply reads it there again); `none`: "
+                    "revokes wait for the soak only.")
+    workspace: str | None = Field(
+        None, description="The Log Analytics workspace id, for `log-analytics`.")
     since: str
     until: str
     unavailable: str | None = Field(None, description="Why the logs could not be read.")
@@ -476,6 +479,11 @@ class SignInEvidencePlan(_Model):
     def of(self, app_id: str, key_id: str) -> CredentialUse | None:
         return next((c for c in self.credentials if c.app_id == app_id.lower()
                      and c.key_id == key_id.lower()), None)
+
+    @property
+    def read(self) -> bool:
+        """Whether the logs were read (else the soak timer alone decides)."""
+        return self.source != "none"
 
 
 class Plan(_Model):

@@ -533,11 +533,26 @@ def principal_views(plan: Plan) -> tuple[PrincipalView, ...]:
         out.append(PrincipalView(
             name=p.name, app_id=p.app_id, object_id=p.object_id, used_by=p.used_by,
             shared=len(p.used_by) > 1, credentials_removed=removed,
-            other_valid_credentials=p.other_valid_credentials,
+            other_valid_credentials=tuple(_with_use(plan, p.app_id, c)
+                                          for c in p.other_valid_credentials),
             cleanup=StageView(stage="cleanup", number=0,
                               title="Cleanup (optional): remove the principal's own rights",
                               held=cleanup.held, steps=cleanup.steps)))
     return tuple(out)
+
+
+def _with_use(plan: Plan, app_id: str, credential: str) -> str:
+    """A kept credential with what the sign-in logs say of it: one nothing used in the window
+    is a candidate to remove."""
+    evidence = plan.sign_ins
+    if evidence is None or not evidence.read:
+        return credential
+    use = evidence.of(app_id, credential.split(" ", 1)[0])
+    if use is None:
+        return credential
+    if use.sign_ins == 0:
+        return f"{credential}: no sign-in in the window, a candidate to remove"
+    return f"{credential}: last sign-in {use.last}"
 
 
 def gap_line(gap: Gap) -> str:
@@ -565,7 +580,9 @@ def sign_in_fact(plan: Plan) -> str:
                 "with no evidence of other users of a secret")
     used = sum(1 for c in found.credentials if c.sign_ins)
     outside = sum(1 for c in found.credentials if c.outside)
-    return (f"Entra sign-in logs from {found.since} to {found.until}: "
+    where = (f"Log Analytics workspace {found.workspace}" if found.workspace else
+             "Microsoft Graph")
+    return (f"Entra sign-in logs ({where}) from {found.since} to {found.until}: "
             f"{plural(len(found.credentials), 'credential')} read, {used} signed in, "
             f"{outside} used from outside the scanned apps; apply reads them again before "
             "each revoke")

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -270,5 +271,65 @@ def test_an_identity_that_may_not_remove_the_secret_is_warned_and_its_revoke_hel
     assert "Application.ReadWrite.All" in event["message"]
     solo = t.app_by_app_id(jobs.sim.client_id("solo-sp"))
     assert solo is not None and len(solo.passwords) == 1  # nothing removed
+    assert jobs.healthy("solo-api")
+    jobs.no_secret_anywhere()
+
+
+def test_advance_refuses_a_revoke_while_the_logs_show_the_secret_in_use(jobs: Jobs) -> None:
+    """Issue 13: the same evidence gate as `apply`. A nightly export outside App Service signs
+    in with solo-api's secret; the plan holds its revoke, advance refuses it with the export's
+    address (nothing removed), and removes the secret once the export has stopped and been
+    quiet for the soak."""
+    t = jobs.sim.tenant
+    account = next(iter(t.automation_accounts.values()))
+    graph = t.graph_sp
+    with t.lock:  # the account may read the sign-in logs
+        assignment = next(a for a in t.app_role_assignments.values()
+                          if a.principal_id == account.identity.system_principal_id)
+        t.app_role_assignments["audit"] = type(assignment)(
+            "audit", assignment.principal_id, graph.object_id,
+            GRAPH_APP_ROLES["AuditLog.Read.All"])
+    with jobs.sim.http() as http:
+        assert http.post("/_sim/callers/nightly-export", json={"active": True}).status_code \
+            == 200
+    time.sleep(2.5)  # a few of its sign-ins, past the logs' delay
+    planned = jobs.run("plan")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    plan = json.loads(jobs.blobs.read_text(f"plans/{jobs.plan_name()}.json") or "{}")
+    assert plan["sign_ins"]["source"] == "graph"
+    outside = [a["ip"] for c in plan["sign_ins"]["credentials"] for a in c["addresses"]
+               if not a["apps"]]
+    assert outside == ["198.51.100.20"]
+    jobs.approve({"solo-api": "revoke"})
+    gate = ("--sign-in-delay", "2s", "--soak", "5s")
+    for stage in ("identity", "grant", "swap"):
+        job = jobs.run("advance", *gate)
+        assert job.returncode == 0, (stage, job.stdout + job.stderr)
+
+    def revoke() -> tuple[int, dict[str, Any]]:
+        deadline = time.monotonic() + 40
+        while True:
+            job = jobs.run("advance", *gate)
+            (event,) = [e for e in jobs.lines(job.stdout) if e["event"] == "advance"]
+            if event["outcome"] != "waiting" or time.monotonic() > deadline:
+                return job.returncode, event
+            time.sleep(1)
+
+    code, refused = revoke()
+    assert (code, refused["outcome"]) == (1, "refused"), refused
+    assert "198.51.100.20" in refused["message"] and "nothing was removed" in refused["message"]
+    solo = t.app_by_app_id(jobs.sim.client_id("solo-sp"))
+    assert solo is not None and len(solo.passwords) == 1
+    with jobs.sim.http() as http:
+        assert http.post("/_sim/callers/nightly-export", json={"active": False}).status_code \
+            == 200
+    deadline = time.monotonic() + 40
+    while True:
+        code, done = revoke()
+        if done["outcome"] != "refused" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert (code, done["outcome"]) == (0, "done"), done
+    assert solo.passwords == []
     assert jobs.healthy("solo-api")
     jobs.no_secret_anywhere()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,7 @@ from migrator.execute.stash import FileStash
 from migrator.plan import Plan, PlanOptions, build_plan
 from migrator.plan.model import STAGES, Stage
 from migrator.report import plan_markdown
-from migrator.report.plan_view import held_stages, sign_in_fact
+from migrator.report.plan_view import held_stages, principal_views, sign_in_fact
 from migrator.scan import Scanner
 from migrator.sim.state import SHORT_DELAYS
 
@@ -128,6 +128,10 @@ def test_the_plan_holds_the_revoke_of_a_secret_a_pipeline_also_uses(run: Run) ->
     assert len(solo_uses) == 2  # the spare credential too, unused
     assert sorted(u.sign_ins > 0 for u in solo_uses.values()) == [False, True]
     assert all(not u.outside for u in solo_uses.values())
+    # the spare credential, which no app holds and nothing used, can go at cleanup
+    [solo_view] = [p for p in principal_views(run.plan) if p.name == "solo-sp"]
+    [spare] = solo_view.other_valid_credentials
+    assert spare.endswith("no sign-in in the window, a candidate to remove")
     report = plan_markdown.render(run.plan)
     assert PIPELINE_IP in report and "used outside the scanned apps" in report
     run.assert_no_secret(report, run.plan.model_dump_json())
@@ -202,3 +206,107 @@ def test_an_operator_who_may_not_read_the_logs_is_told_why(
     assert "not read" in sign_in_fact(plan)
     assert "sign_ins" not in plan.model_dump(mode="json")  # old plans keep their digests
     assert dataclasses.replace(off, sign_ins=None) == off
+
+
+WORKSPACE = "6f1c3b0e-0000-4000-8000-00000000aa01"
+
+
+def with_workspace(tmp_path: Path, *, reader: bool = True) -> Path:
+    """The same tenant, its Entra sign-in logs also sent to a Log Analytics workspace in a
+    security team's subscription, where the operator is Log Analytics Reader (or nothing)."""
+    text = ESTATE.read_text().replace("\nrole_assignments:\n", (
+        "\n  - name: security\n"
+        "    resource_groups:\n"
+        "      - name: rg-logs\n"
+        f"        log_analytics_workspaces: [{{name: law-entra, id: {WORKSPACE}, "
+        "sign_in_logs: true}]\n"
+        "role_assignments:\n"), 1)
+    if reader:
+        text += ("  - {principal: migrator-operator, role: Log Analytics Reader, scope: "
+                 "/subscriptions/security/resourceGroups/rg-logs/providers/"
+                 "Microsoft.OperationalInsights/workspaces/law-entra}\n")
+    path = tmp_path / f"workspace-{reader}.yaml"
+    path.write_text(text)
+    return path
+
+
+def decisions(plan: Plan) -> tuple[object, ...]:
+    evidence = plan.sign_ins
+    assert evidence is not None
+    return (tuple(sorted((u.key_id, u.held_by, tuple(a.ip for a in u.outside), u.sign_ins > 0,
+                          u.uncovered) for u in evidence.credentials)),
+            tuple(sorted((h.owner, h.stage) for h in held_stages(plan) if not h.cleanup)))
+
+
+def test_a_log_analytics_workspace_gives_the_same_decisions_as_graph(
+        start_sim: Callable[[Path], Sim], tmp_path: Path) -> None:
+    sim = start_sim(with_workspace(tmp_path))
+    probe(sim, "web-a", "web-b", "solo-api")
+    time.sleep(max(0.0, SHORT_DELAYS.sign_in_ingestion))  # the workspace lags a little more
+    # the operator reads nothing in the security subscription but the workspace: a gap there,
+    # accepted (no app lives there)
+    options = PlanOptions(name="p", tool_version="t",
+                          accept_gaps=(sim.subscription_id_of("security"),))
+    graph = build_plan(Scanner(sim.factory(), workers=4).run(), options)
+    workspace = build_plan(Scanner(sim.factory(), workers=4, sign_in_workspace=WORKSPACE).run(),
+                           options)
+    assert workspace.sign_ins is not None
+    assert (workspace.sign_ins.source, workspace.sign_ins.workspace) == ("log-analytics",
+                                                                         WORKSPACE)
+    assert decisions(workspace) == decisions(graph)
+    assert decisions(graph)[1] == (("web-a", "revoke"), ("web-b", "revoke"))  # not vacuous
+    assert "Log Analytics workspace" in sign_in_fact(workspace)
+    # and apply judges the revoke on the workspace, as the plan was made
+    run = Run.__new__(Run)
+    run.sim, run.plan, run.shown = sim, workspace, []
+    run.secrets = frozenset(run.tenant_secrets())
+    run.journal = SqliteJournal(tmp_path / "ws.journal.sqlite")
+    run.engine = Engine(workspace, run.journal,
+                        FileStash(tmp_path / "ws.stash", tmp_path / "keys" / "stash.key"),
+                        CloudChanges(sim.factory()), sleep=lambda s: time.sleep(min(s, 0.2)))
+    try:
+        for app in ("web-a", "web-b"):
+            swapped = run.apply(app, stages=STAGES[:3])
+            assert swapped.outcome == "done", swapped.message
+        refused = run.apply_until("web-b", lambda o: o.outcome != "waiting",
+                                  soak=timedelta(seconds=4))
+        assert refused.outcome == "refused" and PIPELINE_IP in refused.message, refused.message
+        run.assert_no_secret(workspace.model_dump_json())
+    finally:
+        run.journal.close()
+
+
+def test_a_workspace_the_operator_may_not_read_is_said_and_the_timer_decides(
+        start_sim: Callable[[Path], Sim], tmp_path: Path) -> None:
+    sim = start_sim(with_workspace(tmp_path, reader=False))
+    inventory = Scanner(sim.factory(), workers=2, sign_in_workspace=WORKSPACE).run()
+    assert inventory.sign_ins is not None and inventory.sign_ins.source == "none"
+    assert "Log Analytics Reader" in (inventory.sign_ins.unavailable or "")
+    unknown = Scanner(sim.factory(), workers=2,
+                      sign_in_workspace="6f1c3b0e-0000-4000-8000-00000000ffff").run()
+    assert unknown.sign_ins is not None and unknown.sign_ins.source == "none"
+
+
+def test_the_reader_keeps_to_graphs_reports_limit(sim: Sim) -> None:
+    """Graph serves sign-ins at 5 requests per 10 seconds per app: a burst beyond it is a 429,
+    and the reader, pacing itself, reads 60 principals (6 requests) without one."""
+    import uuid
+
+    from migrator.cloud.graph import GraphAdapter
+    from migrator.cloud.signins import ReportsPacer, SignInReader
+
+    counts = sim.server.middleware.counts
+    reader = SignInReader(GraphAdapter(sim.factory()), ReportsPacer())
+    ids = [sim.client_id("shared-sp")] + [str(uuid.uuid4()) for _ in range(59)]
+    records = reader.read(ids, datetime.now(timezone.utc) - timedelta(hours=1))
+    assert {r.ip for r in records} >= {PIPELINE_IP}
+    assert counts.get("graph:throttled", 0) == 0
+    assert reader.pacer.waited > 0  # it did wait for the window
+    token = sim.credential().get_token("https://graph.microsoft.com/.default").token
+    with sim.http() as http:
+        answers = [http.get("/beta/auditLogs/signIns?$top=1",
+                            headers={"Authorization": f"Bearer {token}"}) for _ in range(6)]
+    assert [a.status_code for a in answers].count(429) >= 1
+    throttled = next(a for a in answers if a.status_code == 429)
+    assert int(throttled.headers["retry-after"]) >= 1
+    assert throttled.headers["x-ms-throttle-information"] == "ReportsLimitExceeded"

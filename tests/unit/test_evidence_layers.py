@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from migrator.cloud.records import (
     AppRoleGrantRecord,
     IdentityRecord,
@@ -162,3 +164,74 @@ def evidence_decisions_of(found: object, app: object) -> list[object]:
     assert isinstance(found, SignInEvidencePlan) and isinstance(app, AppPlan)
     plan = Plan.model_construct(sign_ins=found, apps=(app,))
     return list(evidence_decisions(plan, app))
+
+
+def test_the_workspace_query_holds_only_guids_and_reads_the_window() -> None:
+    from migrator.cloud.signins import workspace_query
+
+    query = workspace_query([APP.upper()], T0)
+    assert query.splitlines() == [
+        "AADServicePrincipalSignInLogs",
+        "| where TimeGenerated >= datetime(2026-12-01T08:00:00Z)",
+        f'| where AppId in~ ("{APP}")',
+        "| project TimeGenerated, AppId, ServicePrincipalCredentialKeyId, IPAddress, "
+        "ResourceIdentity, ResourceDisplayName, ResultType",
+        "| order by TimeGenerated asc",
+        "| take 50001"]
+    # an app id comes from an app setting: text that would change the query is refused
+    with pytest.raises(ValueError, match="not an application id"):
+        workspace_query([APP, '") | union (SigninLogs'], T0)
+
+
+def test_a_workspace_row_becomes_the_same_record_as_graphs_event() -> None:
+    from migrator.cloud.signins import record_from_row
+
+    row = {"TimeGenerated": T0, "AppId": APP.upper(), "ServicePrincipalCredentialKeyId": "K-1",
+           "IPAddress": "203.0.113.7", "ResourceIdentity": GRAPH, "ResourceDisplayName": "",
+           "ResultType": "0"}
+    graph = record_from_json({
+        "createdDateTime": "2026-12-01T08:00:00Z", "appId": APP,
+        "servicePrincipalCredentialKeyId": "k-1", "ipAddress": "203.0.113.7",
+        "resourceId": GRAPH, "status": {"errorCode": 0}})
+    assert record_from_row(row) == graph
+    failed = record_from_row({**row, "ResultType": "7000215"})
+    assert (failed.succeeded, failed.error_code) == (False, 7000215)
+
+
+@pytest.mark.parametrize(("text", "workspace"), [
+    ("graph", None), ("GRAPH", None),
+    ("workspace:6F1C3B0E-0000-4000-8000-000000000001", "6f1c3b0e-0000-4000-8000-000000000001"),
+])
+def test_the_sign_in_source_is_graph_or_a_workspace_id(text: str, workspace: str | None
+                                                       ) -> None:
+    from migrator.cloud.signins import parse_source
+
+    assert parse_source(text) == workspace
+
+
+@pytest.mark.parametrize("text", ["", "workspace:", "workspace:law-entra", "kusto"])
+def test_another_sign_in_source_says_what_to_write(text: str) -> None:
+    from migrator.cloud.signins import parse_source
+
+    with pytest.raises(ValueError, match="workspace:<id>"):
+        parse_source(text)
+
+
+def test_the_reports_pacer_keeps_to_five_requests_in_ten_seconds() -> None:
+    from migrator.cloud.signins import ReportsPacer
+
+    clock = [0.0]
+    sent: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    pacer = ReportsPacer(clock=lambda: clock[0], sleep=sleep)
+    for _ in range(12):
+        pacer.wait()
+        sent.append(clock[0])
+        clock[0] += 0.5
+    for i in range(len(sent) - 5):
+        assert sent[i + 5] - sent[i] >= 10.0  # any six span the window
+    assert sent[:5] == [0.0, 0.5, 1.0, 1.5, 2.0]  # no wait while under the limit
+    assert pacer.waited > 0
