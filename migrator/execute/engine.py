@@ -42,6 +42,7 @@ from migrator.execute.steps import (
     minted_stash_key,
     while_replicating,
 )
+from migrator.plan import evidence
 from migrator.plan.model import (
     STAGES,
     AppPlan,
@@ -668,6 +669,9 @@ class Engine:
                 if refusal is not None:
                     return self._outcome(app, refusal[0], refusal[1], notes)
                 self.events(EngineEvent("stage", app.name, stage.value))
+                if stage is Stage.GRANT:  # what the plan's evidence says the grant misses
+                    notes += [line for use in evidence.for_app(self.plan.sign_ins, app)
+                              if (line := evidence.uncovered_line(use)) is not None]
                 try:
                     for step in _stage(app, stage).steps:
                         self._run_step(ctx, stage, step)

@@ -23,7 +23,12 @@ from migrator.execute.stash import FileStash
 from migrator.plan import Plan, PlanOptions, build_plan
 from migrator.plan.model import STAGES, Stage
 from migrator.report import plan_markdown
-from migrator.report.plan_view import held_stages, principal_views, sign_in_fact
+from migrator.report.plan_view import (
+    evidence_decisions,
+    held_stages,
+    principal_views,
+    sign_in_fact,
+)
 from migrator.scan import Scanner
 from migrator.sim.state import SHORT_DELAYS
 
@@ -310,3 +315,24 @@ def test_the_reader_keeps_to_graphs_reports_limit(sim: Sim) -> None:
     throttled = next(a for a in answers if a.status_code == 429)
     assert int(throttled.headers["retry-after"]) >= 1
     assert throttled.headers["x-ms-throttle-information"] == "ReportsLimitExceeded"
+
+
+def test_a_resource_beyond_the_copied_rights_is_warned_in_the_plan_and_at_the_grant(
+        start_sim: Callable[[Path], Sim], tmp_path: Path) -> None:
+    """The pipeline's copy of the secret signs in to Microsoft Graph, where the principal has
+    no app role to copy: the identity will not reach it, and both the plan and the grant say
+    so."""
+    graph_caller = tmp_path / "graph-caller.yaml"
+    graph_caller.write_text(ESTATE.read_text().replace("resource: arm", "resource: graph"))
+    sim = start_sim(graph_caller)
+    probe(sim, "web-a")
+    run = Run(sim, tmp_path)
+    try:
+        [web_a] = [a for a in run.plan.apps if a.name == "web-a"]
+        [warning] = [d for d in evidence_decisions(run.plan, web_a) if d.topic == "grant"]
+        assert "Microsoft Graph" in warning.reason
+        granted = run.apply("web-a", stages=STAGES[:2])
+        assert granted.outcome == "done", granted.message
+        assert any("Microsoft Graph" in n and "do not reach" in n for n in granted.notes)
+    finally:
+        run.journal.close()
