@@ -47,6 +47,7 @@ from migrator.cloud.call_log_policy import CallLogPolicy
 from migrator.cloud.graph_transport import ResendingTransport
 from migrator.cloud.pacing import Pacer, PacingPolicy
 from migrator.cloud.profiles import CloudProfile
+from migrator.cloud.reports_pacing import ReportsPacer
 
 if TYPE_CHECKING:
     from azure.monitor.query import LogsQueryClient
@@ -138,6 +139,8 @@ class ClientFactory:
         self.profile = profile
         self.credential = credential if credential is not None else make_credential(profile)
         self.pacer = Pacer(profile.arm_throttle_scale)
+        # Graph's reports limit counts per application and tenant: one pacer per sign-in
+        self.reports_pacer = ReportsPacer()
         # One connection pool for every ARM client, sized for the scanner's worker threads.
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max_connections)

@@ -25,10 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-import threading
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +35,7 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from migrator.cloud.errors import AzureCallError, CloudError
 from migrator.cloud.graph import GraphAdapter
+from migrator.cloud.reports_pacing import ReportsPacer
 
 if TYPE_CHECKING:
     from migrator.cloud.factory import ClientFactory
@@ -48,10 +46,7 @@ PAGE_SIZE = 1000  # Graph's most for sign-ins
 MAX_PAGES = 200  # per query: 200,000 events of a few principals is far more than evidence needs
 
 LICENCE_CODE = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
-# Graph's "identity and access reports" limit: 5 requests per 10 seconds per app and tenant
-# (learn.microsoft.com/graph/throttling-limits#identity-and-access-reports-service-limits).
-# Far below the directory's: the reader paces itself to it rather than collect 429s.
-REPORTS_REQUESTS, REPORTS_WINDOW = 5, 10.0
+
 
 # Well-known resource app ids, named the way an operator knows them.
 RESOURCE_NAMES = {
@@ -155,42 +150,14 @@ def sign_ins_from(factory: ClientFactory, graph: GraphAdapter,
     return SignInReader(graph) if workspace is None else WorkspaceSignIns(factory, workspace)
 
 
-class ReportsPacer:
-    """At most `count` requests in any `window` seconds: sleeps before one that would be more.
-    Thread-safe; one per process, as Graph counts per application and tenant."""
-
-    def __init__(self, count: int = REPORTS_REQUESTS, window: float = REPORTS_WINDOW,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.count, self.window = count, window
-        self.clock, self.sleep = clock, sleep
-        self._sent: deque[float] = deque()
-        self._lock = threading.Lock()
-        self.waited = 0.0
-
-    def wait(self) -> None:
-        with self._lock:
-            now = self.clock()
-            while self._sent and now - self._sent[0] >= self.window:
-                self._sent.popleft()
-            if len(self._sent) >= self.count:
-                pause = self.window - (now - self._sent[0])
-                self.waited += pause
-                self.sleep(pause)
-                now = self.clock()
-                self._sent.popleft()
-            self._sent.append(now)
-
-
-REPORTS_PACER = ReportsPacer()
 
 
 class SignInReader:
     """Reads the service-principal sign-ins of some principals since a time, from Graph."""
 
-    def __init__(self, graph: GraphAdapter, pacer: ReportsPacer = REPORTS_PACER) -> None:
+    def __init__(self, graph: GraphAdapter, pacer: ReportsPacer | None = None) -> None:
         self.graph = graph
-        self.pacer = pacer
+        self.pacer = pacer or graph.factory.reports_pacer
 
     def read(self, app_ids: Iterable[str], since: datetime) -> list[SignInRecord]:
         """Every sign-in of these principals since `since`, oldest first. Raises

@@ -298,7 +298,8 @@ def test_the_reader_keeps_to_graphs_reports_limit(sim: Sim) -> None:
     import uuid
 
     from migrator.cloud.graph import GraphAdapter
-    from migrator.cloud.signins import ReportsPacer, SignInReader
+    from migrator.cloud.reports_pacing import ReportsPacer
+    from migrator.cloud.signins import SignInReader
 
     counts = sim.server.middleware.counts
     reader = SignInReader(GraphAdapter(sim.factory()), ReportsPacer())

@@ -218,7 +218,7 @@ def test_another_sign_in_source_says_what_to_write(text: str) -> None:
 
 
 def test_the_reports_pacer_keeps_to_five_requests_in_ten_seconds() -> None:
-    from migrator.cloud.signins import ReportsPacer
+    from migrator.cloud.reports_pacing import ReportsPacer
 
     clock = [0.0]
     sent: list[float] = []
